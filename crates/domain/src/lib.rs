@@ -1,0 +1,13 @@
+//! Domain rules of the UbiOps Deployments API: what a valid name, label, field
+//! or request looks like. Everything here is pure (no I/O), so every rule is
+//! unit-tested in isolation and the HTTP handlers only translate.
+
+pub mod audit;
+pub mod deployment;
+mod error;
+pub mod labels;
+pub mod names;
+pub mod text;
+pub mod token;
+
+pub use error::ValidationError;
