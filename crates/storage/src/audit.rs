@@ -1,0 +1,75 @@
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use ubiops_domain::audit::{AuditAction, AuditQuery, ObjectType};
+use uuid::Uuid;
+
+use crate::{Actor, Result, Store};
+
+/// An event to record, written by the same transaction as the change it
+/// describes. Never put secret values into `event`.
+pub struct NewAuditEvent<'a> {
+    pub project_id: Uuid,
+    pub deployment_id: Option<Uuid>,
+    pub action: AuditAction,
+    pub actor: &'a Actor,
+    pub event: String,
+    pub object_type: ObjectType,
+    pub object_id: Option<Uuid>,
+    pub object_name: Option<&'a str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub id: Uuid,
+    pub date: DateTime<Utc>,
+    pub action: String,
+    pub user: String,
+    pub event: String,
+    pub object_type: String,
+    pub object_name: Option<String>,
+}
+
+pub(crate) async fn record(conn: &mut PgConnection, event: NewAuditEvent<'_>) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO audit_events
+             (id, project_id, deployment_id, action, user_email, event, object_type, object_id, object_name)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        Uuid::new_v4(),
+        event.project_id,
+        event.deployment_id,
+        event.action.as_str(),
+        event.actor.email,
+        event.event,
+        event.object_type.as_str(),
+        event.object_id,
+        event.object_name,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// A deployment's events (including those of its versions), newest first.
+    pub async fn list_audit_events(
+        &self,
+        deployment_id: Uuid,
+        query: AuditQuery,
+    ) -> Result<Vec<AuditEvent>> {
+        let events = sqlx::query_as!(
+            AuditEvent,
+            r#"SELECT id, date, action, user_email AS "user", event, object_type, object_name
+               FROM audit_events
+               WHERE deployment_id = $1 AND ($2::text IS NULL OR action = $2)
+               ORDER BY date DESC, seq DESC
+               LIMIT $3 OFFSET $4"#,
+            deployment_id,
+            query.action.map(AuditAction::as_str),
+            query.limit,
+            query.offset,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(events)
+    }
+}

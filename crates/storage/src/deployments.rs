@@ -1,0 +1,311 @@
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use ubiops_domain::audit::{AuditAction, ObjectType};
+use ubiops_domain::deployment::{DeploymentChanges, Field, IoType, NewDeployment};
+use ubiops_domain::labels::{LabelFilter, Labels};
+use uuid::Uuid;
+
+use crate::audit::{record, NewAuditEvent};
+use crate::error::on_unique_violation;
+use crate::{Actor, Result, StorageError, Store};
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub input_type: IoType,
+    pub output_type: IoType,
+    pub input_fields: Vec<Field>,
+    pub output_fields: Vec<Field>,
+    pub labels: Labels,
+    pub creation_date: DateTime<Utc>,
+    pub last_updated: DateTime<Utc>,
+    pub default_version: Option<String>,
+    pub number_of_versions: i64,
+}
+
+/// A row as read; the io types are text in the database.
+struct DeploymentRow {
+    id: Uuid,
+    project_id: Uuid,
+    name: String,
+    description: Option<String>,
+    input_type: String,
+    output_type: String,
+    input_fields: Json<Vec<Field>>,
+    output_fields: Json<Vec<Field>>,
+    labels: Json<Labels>,
+    creation_date: DateTime<Utc>,
+    last_updated: DateTime<Utc>,
+    default_version: Option<String>,
+    number_of_versions: i64,
+}
+
+impl TryFrom<DeploymentRow> for Deployment {
+    type Error = StorageError;
+
+    fn try_from(row: DeploymentRow) -> Result<Self> {
+        let io_type = |value: &str| {
+            IoType::parse(value).ok_or_else(|| {
+                StorageError::Database(sqlx::Error::Decode(
+                    format!("unexpected io type {value:?} in deployment {}", row.id).into(),
+                ))
+            })
+        };
+        Ok(Deployment {
+            input_type: io_type(&row.input_type)?,
+            output_type: io_type(&row.output_type)?,
+            id: row.id,
+            project_id: row.project_id,
+            name: row.name,
+            description: row.description,
+            input_fields: row.input_fields.0,
+            output_fields: row.output_fields.0,
+            labels: row.labels.0,
+            creation_date: row.creation_date,
+            last_updated: row.last_updated,
+            default_version: row.default_version,
+            number_of_versions: row.number_of_versions,
+        })
+    }
+}
+
+fn deployment_not_found(name: &str) -> StorageError {
+    StorageError::NotFound(format!("Deployment '{name}' not found"))
+}
+
+fn duplicate_deployment(name: &str) -> String {
+    format!("A deployment named '{name}' already exists in this project")
+}
+
+impl Store {
+    pub async fn create_deployment(
+        &self,
+        project_id: Uuid,
+        new: &NewDeployment,
+        actor: &Actor,
+    ) -> Result<Deployment> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query_as!(
+            DeploymentRow,
+            r#"INSERT INTO deployments
+                   (id, project_id, name, description, input_type, output_type,
+                    input_fields, output_fields, labels)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+               RETURNING id, project_id, name, description, input_type, output_type,
+                   input_fields AS "input_fields: Json<Vec<Field>>",
+                   output_fields AS "output_fields: Json<Vec<Field>>",
+                   labels AS "labels: Json<Labels>",
+                   creation_date, last_updated,
+                   NULL::text AS default_version, 0::bigint AS "number_of_versions!""#,
+            Uuid::new_v4(),
+            project_id,
+            new.name,
+            new.description,
+            new.input_type.as_str(),
+            new.output_type.as_str(),
+            Json(&new.input_fields) as _,
+            Json(&new.output_fields) as _,
+            Json(&new.labels) as _,
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| on_unique_violation(e, || duplicate_deployment(&new.name)))?;
+        record(
+            &mut tx,
+            NewAuditEvent {
+                project_id,
+                deployment_id: Some(row.id),
+                action: AuditAction::Create,
+                actor,
+                event: format!("Created deployment {}", row.name),
+                object_type: ObjectType::Deployment,
+                object_id: Some(row.id),
+                object_name: Some(&row.name),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    pub async fn get_deployment(&self, project_id: Uuid, name: &str) -> Result<Deployment> {
+        sqlx::query_as!(
+            DeploymentRow,
+            r#"SELECT id, project_id, name, description, input_type, output_type,
+                   input_fields AS "input_fields: Json<Vec<Field>>",
+                   output_fields AS "output_fields: Json<Vec<Field>>",
+                   labels AS "labels: Json<Labels>",
+                   creation_date, last_updated,
+                   NULL::text AS default_version, 0::bigint AS "number_of_versions!"
+               FROM deployments WHERE project_id = $1 AND name = $2"#,
+            project_id,
+            name,
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| deployment_not_found(name))?
+        .try_into()
+    }
+
+    /// A project's deployments by name; with a filter, only those having at
+    /// least one of its label pairs.
+    pub async fn list_deployments(
+        &self,
+        project_id: Uuid,
+        filter: Option<&LabelFilter>,
+    ) -> Result<Vec<Deployment>> {
+        let (keys, values) = match filter {
+            Some(filter) => (Some(filter.keys()), Some(filter.values())),
+            None => (None, None),
+        };
+        let rows = sqlx::query_as!(
+            DeploymentRow,
+            r#"SELECT id, project_id, name, description, input_type, output_type,
+                   input_fields AS "input_fields: Json<Vec<Field>>",
+                   output_fields AS "output_fields: Json<Vec<Field>>",
+                   labels AS "labels: Json<Labels>",
+                   creation_date, last_updated,
+                   NULL::text AS default_version, 0::bigint AS "number_of_versions!"
+               FROM deployments d
+               WHERE project_id = $1
+                 AND ($2::text[] IS NULL OR EXISTS (
+                       SELECT 1 FROM unnest($2::text[], $3::text[]) AS f(key, value)
+                       WHERE d.labels ->> f.key = f.value))
+               ORDER BY name"#,
+            project_id,
+            keys.as_deref(),
+            values.as_deref(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Deployment::try_from).collect()
+    }
+
+    /// Applies validated changes under a row lock, with its audit event, in one
+    /// transaction.
+    pub async fn update_deployment(
+        &self,
+        project_id: Uuid,
+        name: &str,
+        changes: &DeploymentChanges,
+        actor: &Actor,
+    ) -> Result<Deployment> {
+        let mut tx = self.pool.begin().await?;
+        let id = sqlx::query_scalar!(
+            "SELECT id FROM deployments WHERE project_id = $1 AND name = $2 FOR UPDATE",
+            project_id,
+            name,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| deployment_not_found(name))?;
+
+        if let Some(version) = &changes.default_version {
+            // Versions arrive with their own issue; until a deployment has an
+            // available version, no name can become its default.
+            return Err(StorageError::Rejected(format!(
+                "Version '{version}' of deployment '{name}' does not exist or is not available: \
+                 only an available version can be the default"
+            )));
+        }
+
+        let new_name = changes.name.as_deref().unwrap_or(name);
+        let row = sqlx::query_as!(
+            DeploymentRow,
+            r#"UPDATE deployments SET
+                   name = $2,
+                   description = CASE WHEN $3 THEN $4 ELSE description END,
+                   labels = COALESCE($5, labels),
+                   input_fields = COALESCE($6, input_fields),
+                   output_fields = COALESCE($7, output_fields),
+                   last_updated = now()
+               WHERE id = $1
+               RETURNING id, project_id, name, description, input_type, output_type,
+                   input_fields AS "input_fields: Json<Vec<Field>>",
+                   output_fields AS "output_fields: Json<Vec<Field>>",
+                   labels AS "labels: Json<Labels>",
+                   creation_date, last_updated,
+                   NULL::text AS default_version, 0::bigint AS "number_of_versions!""#,
+            id,
+            new_name,
+            changes.description.is_some(),
+            changes.description.clone().flatten(),
+            changes.labels.as_ref().map(Json) as _,
+            changes.input_fields.as_ref().map(Json) as _,
+            changes.output_fields.as_ref().map(Json) as _,
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| on_unique_violation(e, || duplicate_deployment(new_name)))?;
+
+        let event = if new_name != name {
+            format!("Renamed deployment {name} to {new_name}")
+        } else {
+            format!("Updated deployment {name}")
+        };
+        record(
+            &mut tx,
+            NewAuditEvent {
+                project_id,
+                deployment_id: Some(id),
+                action: AuditAction::Update,
+                actor,
+                event,
+                object_type: ObjectType::Deployment,
+                object_id: Some(id),
+                object_name: Some(new_name),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    pub async fn delete_deployment(
+        &self,
+        project_id: Uuid,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let id = sqlx::query_scalar!(
+            "DELETE FROM deployments WHERE project_id = $1 AND name = $2 RETURNING id",
+            project_id,
+            name,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| deployment_not_found(name))?;
+        record(
+            &mut tx,
+            NewAuditEvent {
+                project_id,
+                deployment_id: Some(id),
+                action: AuditAction::Delete,
+                actor,
+                event: format!("Deleted deployment {name}"),
+                object_type: ObjectType::Deployment,
+                object_id: Some(id),
+                object_name: Some(name),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The id of a deployment, for lookups that only need to know it exists.
+    pub async fn deployment_id(&self, project_id: Uuid, name: &str) -> Result<Uuid> {
+        sqlx::query_scalar!(
+            "SELECT id FROM deployments WHERE project_id = $1 AND name = $2",
+            project_id,
+            name,
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| deployment_not_found(name))
+    }
+}

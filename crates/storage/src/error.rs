@@ -1,0 +1,51 @@
+/// What can go wrong in storage, in terms the API maps to HTTP once.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The named object does not exist (or is not visible): a 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change breaks a rule that depends on stored state, such as a
+    /// duplicate name: a 400 with this message.
+    #[error("{0}")]
+    Rejected(String),
+    /// The database cannot be reached right now: a 503, worth retrying.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else the database reported: a 500, logged.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StorageError::Unavailable(error)
+            }
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|code| is_unavailable_sqlstate(&code)) =>
+            {
+                StorageError::Unavailable(error)
+            }
+            other => StorageError::Database(other),
+        }
+    }
+}
+
+/// Class 08 (connection exception) and 57P01-57P03 (admin shutdown, crash
+/// shutdown, cannot connect now) mean "try again later", not a bug.
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
+/// Maps a unique-constraint violation to a user-facing rejection; anything
+/// else stays a database error.
+pub(crate) fn on_unique_violation(
+    error: sqlx::Error,
+    message: impl FnOnce() -> String,
+) -> StorageError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StorageError::Rejected(message()),
+        _ => error.into(),
+    }
+}

@@ -1,0 +1,69 @@
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::on_unique_violation;
+use crate::{Result, StorageError, Store};
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub id: Uuid,
+    pub name: String,
+    pub organization_name: String,
+    pub creation_date: DateTime<Utc>,
+}
+
+impl Store {
+    pub async fn create_project(&self, name: &str, organization_name: &str) -> Result<Project> {
+        sqlx::query_as!(
+            Project,
+            "INSERT INTO projects (id, name, organization_name) VALUES ($1, $2, $3)
+             RETURNING id, name, organization_name, creation_date",
+            Uuid::new_v4(),
+            name,
+            organization_name,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| on_unique_violation(e, || format!("A project named '{name}' already exists")))
+    }
+
+    /// Projects by name; `scope` limits the list to those names (a project-limited token).
+    pub async fn list_projects(&self, scope: Option<&[String]>) -> Result<Vec<Project>> {
+        let projects = sqlx::query_as!(
+            Project,
+            "SELECT id, name, organization_name, creation_date FROM projects
+             WHERE $1::text[] IS NULL OR name = ANY($1)
+             ORDER BY name",
+            scope,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(projects)
+    }
+
+    pub async fn get_project(&self, name: &str) -> Result<Project> {
+        sqlx::query_as!(
+            Project,
+            "SELECT id, name, organization_name, creation_date FROM projects WHERE name = $1",
+            name,
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| project_not_found(name))
+    }
+
+    /// Deletes a project and, by cascade, everything in it.
+    pub async fn delete_project(&self, name: &str) -> Result<()> {
+        let deleted = sqlx::query!("DELETE FROM projects WHERE name = $1", name)
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(project_not_found(name));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn project_not_found(name: &str) -> StorageError {
+    StorageError::NotFound(format!("Project '{name}' not found"))
+}

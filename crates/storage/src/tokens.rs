@@ -1,0 +1,105 @@
+use ubiops_domain::token::TokenHash;
+use uuid::Uuid;
+
+use crate::{Result, Store};
+
+/// A token as the server sees it: never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: Uuid,
+    pub email: String,
+    /// `None`: every project; otherwise only these project names.
+    pub project_scope: Option<Vec<String>>,
+}
+
+impl Store {
+    pub async fn insert_token(
+        &self,
+        hash: &TokenHash,
+        email: &str,
+        project_scope: Option<&[String]>,
+    ) -> Result<TokenRecord> {
+        let record = sqlx::query_as!(
+            TokenRecord,
+            "INSERT INTO api_tokens (id, token_hash, email, project_scope) VALUES ($1, $2, $3, $4)
+             RETURNING id, email, project_scope",
+            Uuid::new_v4(),
+            hash.as_slice(),
+            email,
+            project_scope,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(record)
+    }
+
+    /// Makes sure a token with this hash exists as an all-projects admin token
+    /// for `email` (the bootstrap token from the environment). Idempotent, and
+    /// safe when several servers start at once.
+    pub async fn ensure_admin_token(&self, hash: &TokenHash, email: &str) -> Result<TokenRecord> {
+        let record = sqlx::query_as!(
+            TokenRecord,
+            "INSERT INTO api_tokens (id, token_hash, email, project_scope) VALUES ($1, $2, $3, NULL)
+             ON CONFLICT (token_hash)
+             DO UPDATE SET email = EXCLUDED.email, project_scope = NULL, revoked_at = NULL
+             RETURNING id, email, project_scope",
+            Uuid::new_v4(),
+            hash.as_slice(),
+            email,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(record)
+    }
+
+    /// The live (not revoked) token with this hash, if any.
+    pub async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+        let record = sqlx::query_as!(
+            TokenRecord,
+            "SELECT id, email, project_scope FROM api_tokens
+             WHERE token_hash = $1 AND revoked_at IS NULL",
+            hash.as_slice(),
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(record)
+    }
+
+    pub async fn revoke_token(&self, id: Uuid) -> Result<()> {
+        sqlx::query!("UPDATE api_tokens SET revoked_at = now() WHERE id = $1", id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn count_tokens(&self) -> Result<i64> {
+        let count = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM api_tokens"#)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count)
+    }
+}
+
+impl Store {
+    /// On a first start there is no token at all: store this one as the admin
+    /// token. Returns false (and stores nothing) when any token exists. The
+    /// advisory lock makes two servers starting together create only one.
+    pub async fn insert_first_admin_token(&self, hash: &TokenHash, email: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('ubiops.first_admin_token'))")
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query!(
+            "INSERT INTO api_tokens (id, token_hash, email, project_scope)
+             SELECT $1, $2, $3, NULL WHERE NOT EXISTS (SELECT 1 FROM api_tokens)",
+            Uuid::new_v4(),
+            hash.as_slice(),
+            email,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
+    }
+}
