@@ -1,0 +1,78 @@
+//! The HTTP API: every route under `/v2.1` (and the same under `/v2`, which
+//! newer clients use), token authentication, and the JSON error mapping.
+
+mod auth;
+mod error;
+mod extract;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use ubiops_storage::Store;
+
+pub use auth::Principal;
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// The organization reported for projects created without one.
+    pub organization_name: Arc<str>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole application as a router, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let api = routes::api_routes(state.clone());
+    Router::new()
+        .nest("/v2.1", api.clone())
+        .nest("/v2", api)
+        .merge(routes::status_routes())
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(CatchPanicLayer::custom(routes::panic_response))
+        .layer(request_logging())
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// One span per request with method, path (never the query string or headers,
+/// so no secret can reach the log), request id and the proxy's client address.
+fn request_logging() -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    impl Fn(&Request<axum::body::Body>) -> tracing::Span + Clone,
+    tower_http::trace::DefaultOnRequest,
+    DefaultOnResponse,
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<axum::body::Body>| {
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+                request_id = %header("x-request-id"),
+                forwarded_for = %header("x-forwarded-for"),
+            )
+        })
+        .on_response(
+            DefaultOnResponse::new()
+                .level(Level::INFO)
+                .latency_unit(tower_http::LatencyUnit::Micros),
+        )
+}

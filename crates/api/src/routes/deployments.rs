@@ -1,0 +1,161 @@
+//! deployments_create, _list, _get, _update and _delete.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ubiops_domain::deployment::{DeploymentCreate, DeploymentUpdate, Field, IoType};
+use ubiops_domain::labels::{LabelFilter, Labels};
+use ubiops_storage::Deployment;
+use uuid::Uuid;
+
+use super::authorized_project;
+use crate::auth::Principal;
+use crate::error::ApiResult;
+use crate::extract::{JsonBody, PathParams, QueryParams};
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/projects/{project_name}/deployments",
+            get(list).post(create),
+        )
+        .route(
+            "/projects/{project_name}/deployments/{deployment_name}",
+            get(read).patch(update).delete(delete),
+        )
+}
+
+/// One shape for every deployment response: the union of the documented
+/// create, list and detail fields, plus `supports_request_format`, which the
+/// CLI needs before it uploads. Clients ignore keys they do not know.
+#[derive(Serialize)]
+struct DeploymentResponse {
+    id: Uuid,
+    name: String,
+    project: String,
+    description: Option<String>,
+    input_type: IoType,
+    output_type: IoType,
+    input_fields: Vec<Field>,
+    output_fields: Vec<Field>,
+    labels: Labels,
+    creation_date: DateTime<Utc>,
+    last_updated: DateTime<Utc>,
+    default_version: Option<String>,
+    number_of_versions: i64,
+    supports_request_format: bool,
+}
+
+impl DeploymentResponse {
+    fn new(project: &str, deployment: Deployment) -> Self {
+        DeploymentResponse {
+            id: deployment.id,
+            name: deployment.name,
+            project: project.to_owned(),
+            description: deployment.description,
+            input_type: deployment.input_type,
+            output_type: deployment.output_type,
+            input_fields: deployment.input_fields,
+            output_fields: deployment.output_fields,
+            labels: deployment.labels,
+            creation_date: deployment.creation_date,
+            last_updated: deployment.last_updated,
+            default_version: deployment.default_version,
+            number_of_versions: deployment.number_of_versions,
+            supports_request_format: true,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    labels: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(project_name): PathParams<String>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<DeploymentResponse>>> {
+    let filter = LabelFilter::parse_optional(query.labels.as_deref())?;
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    let deployments = state
+        .store
+        .list_deployments(project.id, filter.as_ref())
+        .await?;
+    Ok(Json(
+        deployments
+            .into_iter()
+            .map(|d| DeploymentResponse::new(&project.name, d))
+            .collect(),
+    ))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(project_name): PathParams<String>,
+    JsonBody(body): JsonBody<DeploymentCreate>,
+) -> ApiResult<(StatusCode, Json<DeploymentResponse>)> {
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    let new = body.validate()?;
+    let deployment = state
+        .store
+        .create_deployment(project.id, &new, &principal.actor)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(DeploymentResponse::new(&project.name, deployment)),
+    ))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams((project_name, deployment_name)): PathParams<(String, String)>,
+) -> ApiResult<Json<DeploymentResponse>> {
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    let deployment = state
+        .store
+        .get_deployment(project.id, &deployment_name)
+        .await?;
+    Ok(Json(DeploymentResponse::new(&project.name, deployment)))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams((project_name, deployment_name)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<DeploymentUpdate>,
+) -> ApiResult<Json<DeploymentResponse>> {
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    // Fields are validated against the input/output types, which never change.
+    let current = state
+        .store
+        .get_deployment(project.id, &deployment_name)
+        .await?;
+    let changes = body.validate(current.input_type, current.output_type)?;
+    let deployment = state
+        .store
+        .update_deployment(project.id, &deployment_name, &changes, &principal.actor)
+        .await?;
+    Ok(Json(DeploymentResponse::new(&project.name, deployment)))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams((project_name, deployment_name)): PathParams<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    state
+        .store
+        .delete_deployment(project.id, &deployment_name, &principal.actor)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,112 @@
+//! Projects: not part of the Deployments documentation, but every deployment
+//! lives in one and the clients list them (`/projects`, `/projects/{name}`).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ubiops_domain::names::validate_resource_name;
+use ubiops_storage::Project;
+use uuid::Uuid;
+
+use super::authorized_project;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, PathParams};
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/projects", get(list).post(create))
+        .route("/projects/{project_name}", get(read).delete(delete))
+}
+
+#[derive(Serialize)]
+struct ProjectResponse {
+    id: Uuid,
+    name: String,
+    organization_name: String,
+    creation_date: DateTime<Utc>,
+}
+
+impl From<Project> for ProjectResponse {
+    fn from(project: Project) -> Self {
+        ProjectResponse {
+            id: project.id,
+            name: project.name,
+            organization_name: project.organization_name,
+            creation_date: project.creation_date,
+        }
+    }
+}
+
+/// `advanced_permissions` and `credits` are sent by the official client's
+/// ProjectCreate model; they mean nothing on a self-hosted server.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectCreate {
+    name: String,
+    #[serde(default)]
+    organization_name: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    advanced_permissions: Option<bool>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    credits: Option<f64>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult<Json<Vec<ProjectResponse>>> {
+    let projects = state
+        .store
+        .list_projects(principal.project_scope.as_deref())
+        .await?;
+    Ok(Json(projects.into_iter().map(Into::into).collect()))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(body): JsonBody<ProjectCreate>,
+) -> ApiResult<(StatusCode, Json<ProjectResponse>)> {
+    validate_resource_name("project", &body.name)?;
+    principal.authorize(&body.name)?;
+    let organization = match body.organization_name.as_deref() {
+        None | Some("") => state.organization_name.to_string(),
+        Some(name) if name.chars().count() <= 256 && !name.contains('\0') => name.to_owned(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "`organization_name` must be at most 256 characters",
+            ))
+        }
+    };
+    let project = state
+        .store
+        .create_project(&body.name, &organization)
+        .await?;
+    Ok((StatusCode::CREATED, Json(project.into())))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(project_name): PathParams<String>,
+) -> ApiResult<Json<ProjectResponse>> {
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    Ok(Json(project.into()))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(project_name): PathParams<String>,
+) -> ApiResult<StatusCode> {
+    principal.authorize(&project_name)?;
+    state.store.delete_project(&project_name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
