@@ -1,0 +1,152 @@
+//! Configuration from the environment. Every variable is checked at start and
+//! a bad value stops the server with a message that names the variable.
+
+use std::env;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::{bail, Context};
+use ubiops_domain::token::validate_email;
+use url::Url;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ORGANIZATION: &str = "self-hosted";
+pub const DEFAULT_BOOTSTRAP_EMAIL: &str = "admin@localhost";
+const MIN_BOOTSTRAP_TOKEN_LENGTH: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `None`: run the embedded PostgreSQL in `<data dir>/postgres`.
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub storage_url: Url,
+    pub bootstrap_token: Option<BootstrapToken>,
+    pub organization_name: String,
+    pub database_pool_size: u32,
+}
+
+/// An admin token whose value the operator chose (`UBIOPS_BOOTSTRAP_TOKEN`).
+#[derive(Clone)]
+pub struct BootstrapToken {
+    pub token: String,
+    pub email: String,
+}
+
+impl std::fmt::Debug for BootstrapToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapToken")
+            .field("token", &"<redacted>")
+            .field("email", &self.email)
+            .finish()
+    }
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let data_dir = absolute(PathBuf::from(
+            var("UBIOPS_DATA_DIR").unwrap_or_else(|| "./data".into()),
+        ))
+        .context("UBIOPS_DATA_DIR: cannot resolve the data directory")?;
+        let storage_url = match var("UBIOPS_STORAGE_URL") {
+            Some(raw) => parse_storage_url(&raw).context("UBIOPS_STORAGE_URL")?,
+            None => Url::from_directory_path(data_dir.join("objects"))
+                .map_err(|()| anyhow::anyhow!("UBIOPS_DATA_DIR: not an absolute path"))?,
+        };
+        Ok(Config {
+            listen: parse("UBIOPS_LISTEN", DEFAULT_LISTEN)?,
+            database_url: database_url()?,
+            storage_url,
+            bootstrap_token: bootstrap_token()?,
+            organization_name: organization_name()?,
+            database_pool_size: parse("UBIOPS_DATABASE_POOL_SIZE", "16")?,
+            data_dir,
+        })
+    }
+
+    /// Only what the database needs, for commands that do not serve
+    /// (`token create`): the other variables are irrelevant there.
+    pub fn database_only() -> anyhow::Result<(Option<String>, PathBuf)> {
+        let data_dir = absolute(PathBuf::from(
+            var("UBIOPS_DATA_DIR").unwrap_or_else(|| "./data".into()),
+        ))
+        .context("UBIOPS_DATA_DIR: cannot resolve the data directory")?;
+        Ok((database_url()?, data_dir))
+    }
+
+    pub fn embedded_postgres_dir(data_dir: &std::path::Path) -> PathBuf {
+        data_dir.join("postgres")
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    env::var(name).ok().filter(|value| !value.trim().is_empty())
+}
+
+fn parse<T: FromStr>(name: &str, default: &str) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = var(name).unwrap_or_else(|| default.to_owned());
+    raw.trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{name}: invalid value '{raw}': {e}"))
+}
+
+fn absolute(path: PathBuf) -> std::io::Result<PathBuf> {
+    std::path::absolute(path)
+}
+
+fn database_url() -> anyhow::Result<Option<String>> {
+    let Some(raw) = var("DATABASE_URL") else {
+        return Ok(None);
+    };
+    let url = Url::parse(&raw).map_err(|e| anyhow::anyhow!("DATABASE_URL: not a URL: {e}"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        bail!(
+            "DATABASE_URL: expected a postgres:// URL, got scheme '{}'",
+            url.scheme()
+        );
+    }
+    Ok(Some(raw))
+}
+
+fn parse_storage_url(raw: &str) -> anyhow::Result<Url> {
+    let url = Url::parse(raw).map_err(|e| anyhow::anyhow!("invalid value '{raw}': {e}"))?;
+    match url.scheme() {
+        "file" => Ok(url),
+        "s3" if url.host_str().is_some_and(|bucket| !bucket.is_empty()) => Ok(url),
+        "s3" => bail!("invalid value '{raw}': use s3://<bucket>[/prefix]"),
+        other => {
+            bail!("invalid value '{raw}': scheme '{other}' is not supported; use file:// or s3://")
+        }
+    }
+}
+
+fn bootstrap_token() -> anyhow::Result<Option<BootstrapToken>> {
+    let email = var("UBIOPS_BOOTSTRAP_EMAIL");
+    let Some(token) = var("UBIOPS_BOOTSTRAP_TOKEN") else {
+        if email.is_some() {
+            bail!("UBIOPS_BOOTSTRAP_EMAIL is set but UBIOPS_BOOTSTRAP_TOKEN is not: set both or neither");
+        }
+        return Ok(None);
+    };
+    if token.len() < MIN_BOOTSTRAP_TOKEN_LENGTH || !token.chars().all(|c| c.is_ascii_graphic()) {
+        bail!(
+            "UBIOPS_BOOTSTRAP_TOKEN: use at least {MIN_BOOTSTRAP_TOKEN_LENGTH} printable characters without spaces \
+             (for example the output of `openssl rand -hex 32`)"
+        );
+    }
+    let email = email.unwrap_or_else(|| DEFAULT_BOOTSTRAP_EMAIL.to_owned());
+    validate_email(&email).context("UBIOPS_BOOTSTRAP_EMAIL")?;
+    Ok(Some(BootstrapToken { token, email }))
+}
+
+fn organization_name() -> anyhow::Result<String> {
+    let name = var("UBIOPS_ORGANIZATION").unwrap_or_else(|| DEFAULT_ORGANIZATION.to_owned());
+    if name.chars().count() > 256 {
+        bail!("UBIOPS_ORGANIZATION: at most 256 characters");
+    }
+    Ok(name)
+}

@@ -1,0 +1,101 @@
+//! Where the database comes from: `DATABASE_URL`, or the embedded PostgreSQL
+//! cluster in `<data dir>/postgres` that this process runs itself.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::Context;
+use sqlx::postgres::PgConnectOptions;
+use ubiops_embedded_postgres::{running_cluster_url, ClusterConfig, EmbeddedPostgres};
+use ubiops_storage::Store;
+
+use crate::config::Config;
+
+const EMBEDDED_DATABASE: &str = "ubiops";
+
+/// An open, migrated database, and the embedded cluster behind it when this
+/// process started one (to stop it cleanly on shutdown).
+pub struct Database {
+    pub store: Store,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// For `serve`: start (or reuse) the cluster, connect, migrate.
+    pub async fn open(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        pool_size: u32,
+    ) -> anyhow::Result<Self> {
+        let (url, embedded) = match database_url {
+            Some(url) => (url.to_owned(), None),
+            None => {
+                let cluster = start_embedded(data_dir).await?;
+                (cluster.database_url(), Some(cluster))
+            }
+        };
+        let store = connect(&url, pool_size).await?;
+        store
+            .migrate()
+            .await
+            .context("could not apply database migrations")?;
+        Ok(Self { store, embedded })
+    }
+
+    /// For one-off commands: use a cluster that a running server already has
+    /// up, or start it just for this command.
+    pub async fn open_for_command(
+        database_url: Option<&str>,
+        data_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        if database_url.is_none() {
+            let dir = Config::embedded_postgres_dir(data_dir);
+            if let Some(url) = running_cluster_url(&dir, EMBEDDED_DATABASE) {
+                let store = connect(&url, 2).await?;
+                store
+                    .migrate()
+                    .await
+                    .context("could not apply database migrations")?;
+                return Ok(Self {
+                    store,
+                    embedded: None,
+                });
+            }
+        }
+        Self::open(database_url, data_dir, 2).await
+    }
+
+    /// Closes the pool, then stops the embedded cluster if we started it.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.store.close().await;
+        if let Some(cluster) = self.embedded {
+            cluster
+                .stop()
+                .await
+                .context("could not stop the embedded PostgreSQL cleanly")?;
+            tracing::info!("embedded PostgreSQL stopped");
+        }
+        Ok(())
+    }
+}
+
+async fn start_embedded(data_dir: &Path) -> anyhow::Result<EmbeddedPostgres> {
+    let dir = Config::embedded_postgres_dir(data_dir);
+    tracing::info!(dir = %dir.display(), "starting the embedded PostgreSQL (DATABASE_URL is not set)");
+    let cluster = EmbeddedPostgres::start(ClusterConfig::new(&dir, EMBEDDED_DATABASE)).await?;
+    Ok(cluster)
+}
+
+async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Store> {
+    // The URL may hold a password: say which database failed without echoing it.
+    let options =
+        PgConnectOptions::from_str(url).context("DATABASE_URL: not a valid PostgreSQL URL")?;
+    let target = format!(
+        "{}/{}",
+        options.get_host(),
+        options.get_database().unwrap_or("")
+    );
+    Store::connect(options, pool_size)
+        .await
+        .with_context(|| format!("could not connect to PostgreSQL at {target}"))
+}

@@ -1,0 +1,125 @@
+//! `ubiops-server`: a self-hosted server for the UbiOps Deployments API v2.1.
+
+mod config;
+mod database;
+mod serve;
+mod storage;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use ubiops_domain::names::validate_resource_name;
+use ubiops_domain::token::{generate_token, hash_token, validate_email};
+
+use crate::config::Config;
+use crate::database::Database;
+
+#[derive(Parser)]
+#[command(
+    name = "ubiops-server",
+    version,
+    about = "A self-hosted server for the UbiOps Deployments API v2.1",
+    long_about = "A self-hosted server for the UbiOps Deployments API v2.1.\n\n\
+        Configured from the environment: UBIOPS_LISTEN, DATABASE_URL, UBIOPS_DATA_DIR, \
+        UBIOPS_STORAGE_URL, UBIOPS_BOOTSTRAP_TOKEN, UBIOPS_BOOTSTRAP_EMAIL, UBIOPS_ORGANIZATION \
+        (see README.md)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (the last line of output). It is shown only once.
+    Create {
+        /// The email the token acts as, shown in audit events.
+        #[arg(long)]
+        email: String,
+        /// Limit the token to this project (repeat for several). Without it the
+        /// token can touch every project.
+        #[arg(long = "project", value_name = "PROJECT")]
+        projects: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve::serve(Config::from_env()?).await,
+            Command::Token {
+                command: TokenCommand::Create { email, projects },
+            } => create_token(&email, projects).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, so that stdout carries only what commands print
+/// (a new token is the last line of `token create`).
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("UBIOPS_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn create_token(email: &str, projects: Vec<String>) -> anyhow::Result<()> {
+    validate_email(email).context("--email")?;
+    for project in &projects {
+        validate_resource_name("project", project).context("--project")?;
+    }
+    let (database_url, data_dir) = Config::database_only()?;
+    let database = Database::open_for_command(database_url.as_deref(), &data_dir).await?;
+    let token = generate_token();
+    let scope = (!projects.is_empty()).then_some(projects.as_slice());
+    let stored = database
+        .store
+        .insert_token(&hash_token(&token), email, scope)
+        .await;
+    database.close().await?;
+    stored.context("could not store the token")?;
+    let reach = match scope {
+        None => "every project".to_owned(),
+        Some(projects) => format!("only project(s) {}", projects.join(", ")),
+    };
+    println!(
+        "Created an API token for {email} with access to {reach}. It is shown only this once:"
+    );
+    println!("{token}");
+    Ok(())
+}
