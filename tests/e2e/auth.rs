@@ -1,0 +1,169 @@
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use ubiops_test_support::TestApp;
+
+const PROJECT_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/projects/p"),
+    ("DELETE", "/projects/p"),
+    ("GET", "/projects/p/deployments"),
+    ("POST", "/projects/p/deployments"),
+    ("GET", "/projects/p/deployments/d"),
+    ("PATCH", "/projects/p/deployments/d"),
+    ("DELETE", "/projects/p/deployments/d"),
+    ("GET", "/projects/p/deployments/d/audit"),
+];
+
+fn all_routes() -> Vec<(&'static str, &'static str)> {
+    let mut routes = vec![("GET", "/projects"), ("POST", "/projects")];
+    routes.extend_from_slice(PROJECT_ROUTES);
+    routes
+}
+
+async fn setup() -> TestApp {
+    let app = TestApp::spawn().await;
+    app.create_project("p").await;
+    let created = app
+        .post(
+            "/projects/p/deployments",
+            json!({"name": "d", "input_type": "plain", "output_type": "plain"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    app
+}
+
+#[tokio::test]
+async fn every_route_refuses_a_missing_malformed_or_wrong_token() {
+    let app = setup().await;
+    let before = app.snapshot().await;
+    for (method, path) in all_routes() {
+        let url = app.url(&format!("/v2.1{path}"));
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        for authorization in [
+            None,
+            Some("Token"),
+            Some("Basic abc"),
+            Some("Token wrong-token"),
+        ] {
+            let mut request = app
+                .client()
+                .request(method.clone(), &url)
+                .header("Content-Type", "application/json")
+                .body(
+                    json!({"name": "x", "input_type": "plain", "output_type": "plain"}).to_string(),
+                );
+            if let Some(value) = authorization {
+                request = request.header("Authorization", value);
+            }
+            let response = app.send(request).await;
+            assert_eq!(
+                response.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {authorization:?}"
+            );
+            assert!(!response.error().is_empty());
+        }
+    }
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "refused requests changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn revoked_tokens_stop_working() {
+    let app = setup().await;
+    let token = app.token("someone@example.com", None).await;
+    assert_eq!(
+        app.call_as(&token, Method::GET, "/projects", None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let record = app
+        .store
+        .find_token(&ubiops_domain::token::hash_token(&token))
+        .await
+        .unwrap()
+        .unwrap();
+    app.store.revoke_token(record.id).await.unwrap();
+    let response = app.call_as(&token, Method::GET, "/projects", None).await;
+    assert_eq!(response.status, StatusCode::UNAUTHORIZED);
+    assert!(response.error().contains("Invalid or revoked"));
+}
+
+#[tokio::test]
+async fn token_scheme_is_case_insensitive_and_bearer_works() {
+    let app = setup().await;
+    for scheme in ["Token", "token", "TOKEN", "Bearer", "bearer"] {
+        let response = app
+            .send(
+                app.client()
+                    .get(app.url("/v2.1/projects"))
+                    .header("Authorization", format!("{scheme} {}", app.admin_token)),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{scheme}");
+    }
+}
+
+#[tokio::test]
+async fn a_project_limited_token_gets_403_elsewhere_and_learns_nothing() {
+    let app = setup().await;
+    app.create_project("mine").await;
+    let limited = app.token("limited@example.com", Some(&["mine"])).await;
+    let before = app.snapshot().await;
+    // "p" exists, "ghost" does not: both answer the same 403.
+    for project in ["p", "ghost"] {
+        for (method, path) in PROJECT_ROUTES {
+            let path = path.replacen("/projects/p", &format!("/projects/{project}"), 1);
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let response = app
+                .call_as(
+                    &limited,
+                    method.clone(),
+                    &path,
+                    Some(json!({"name": "x", "input_type": "plain", "output_type": "plain"})),
+                )
+                .await;
+            assert_eq!(response.status, StatusCode::FORBIDDEN, "{method} {path}");
+            assert_eq!(
+                response.error(),
+                format!("This API token has no access to project '{project}'")
+            );
+        }
+    }
+    let create_elsewhere = app
+        .call_as(
+            &limited,
+            Method::POST,
+            "/projects",
+            Some(json!({"name": "other"})),
+        )
+        .await;
+    assert_eq!(create_elsewhere.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.snapshot().await, before);
+
+    // Inside its scope it works, and the project list shows only its projects.
+    let listed = app.call_as(&limited, Method::GET, "/projects", None).await;
+    let names: Vec<_> = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("mine")]);
+    let created = app
+        .call_as(
+            &limited,
+            Method::POST,
+            "/projects/mine/deployments",
+            Some(json!({"name": "d", "input_type": "plain", "output_type": "plain"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let audit = app.get("/projects/mine/deployments/d/audit").await;
+    assert_eq!(audit.body[0]["user"], "limited@example.com");
+}

@@ -1,0 +1,342 @@
+//! The `ubiops-server` binary itself: embedded database, first-start token,
+//! `token create`, configuration errors and graceful shutdown.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_ubiops-server");
+
+/// A temp data dir that PostgreSQL's unprivileged user can enter (tests run as root).
+fn data_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("ubiops-cli-test")
+        .tempdir()
+        .unwrap();
+    ubiops_embedded_postgres::make_traversable(dir.path()).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn command(data_dir: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("UBIOPS_DATA_DIR", data_dir)
+        .env("RUST_LOG", "info");
+    command
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    stdout: std::sync::mpsc::Receiver<String>,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let log = data_dir.join("server.log");
+        let mut command = command(data_dir);
+        command
+            .env("UBIOPS_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = command.spawn().unwrap();
+        let (sender, stdout) = std::sync::mpsc::channel();
+        let pipe = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            stdout,
+            log,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(response) = reqwest::blocking::get(format!("{}/status", self.base)) {
+                if response.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "server did not become ready; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.try_iter().collect()
+    }
+
+    fn get(&self, token: &str, path: &str) -> reqwest::blocking::Response {
+        reqwest::blocking::Client::new()
+            .get(format!("{}/v2.1{path}", self.base))
+            .header("Authorization", format!("Token {token}"))
+            .send()
+            .unwrap()
+    }
+
+    fn post(
+        &self,
+        token: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> reqwest::blocking::Response {
+        reqwest::blocking::Client::new()
+            .post(format!("{}/v2.1{path}", self.base))
+            .header("Authorization", format!("Token {token}"))
+            .json(&body)
+            .send()
+            .unwrap()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: kill(2) on our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (
+                    status,
+                    std::fs::read_to_string(&self.log).unwrap_or_default(),
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(command: &mut Command) -> Output {
+    command.stdin(Stdio::null()).output().unwrap()
+}
+
+fn last_line(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn postmaster_running(data_dir: &Path) -> bool {
+    ubiops_embedded_postgres::running_cluster_url(&data_dir.join("postgres"), "ubiops").is_some()
+}
+
+#[test]
+fn embedded_server_lifecycle_with_tokens() {
+    let dir = data_dir();
+
+    // First start: the embedded cluster is created and an admin token printed once.
+    let server = Server::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    let printed = server.stdout_lines();
+    let admin = printed
+        .last()
+        .cloned()
+        .expect("the first start prints a token");
+    assert_eq!(admin.len(), 64, "{printed:?}");
+    assert!(postmaster_running(dir.path()));
+    assert_eq!(
+        server
+            .post(&admin, "/projects", json!({"name": "p1"}))
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        server
+            .post(&admin, "/projects", json!({"name": "p2"}))
+            .status(),
+        StatusCode::CREATED
+    );
+
+    // `token create` while the server runs uses its cluster; the token works at once.
+    let created = run(command(dir.path()).args(["token", "create", "--email", "ops@example.com"]));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let ops = last_line(&created);
+    assert_eq!(server.get(&ops, "/projects").status(), StatusCode::OK);
+
+    let limited = run(command(dir.path()).args([
+        "token",
+        "create",
+        "--email",
+        "p1@example.com",
+        "--project",
+        "p1",
+    ]));
+    assert!(limited.status.success());
+    let limited = last_line(&limited);
+    assert_eq!(
+        server.get(&limited, "/projects/p1").status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.get(&limited, "/projects/p2").status(),
+        StatusCode::FORBIDDEN
+    );
+    let listed: serde_json::Value = server.get(&limited, "/projects").json().unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    // Graceful stop: exit code 0, the embedded cluster stopped too.
+    let (status, log) = server.terminate();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert!(log.contains("embedded PostgreSQL stopped"), "{log}");
+    assert!(!postmaster_running(dir.path()));
+    for token in [&admin, &ops, &limited] {
+        assert!(!log.contains(token.as_str()), "a token reached the log");
+    }
+
+    // `token create` with the server down starts the cluster briefly.
+    let offline = run(command(dir.path()).args(["token", "create", "--email", "late@example.com"]));
+    assert!(
+        offline.status.success(),
+        "{}",
+        String::from_utf8_lossy(&offline.stderr)
+    );
+    let late = last_line(&offline);
+    assert!(
+        !postmaster_running(dir.path()),
+        "the brief cluster was stopped again"
+    );
+
+    // Second start: data kept, no new token printed, every token still works.
+    let server = Server::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        server.stdout_lines().is_empty(),
+        "no second first-start token"
+    );
+    for token in [&admin, &ops, &late] {
+        assert_eq!(server.get(token, "/projects/p1").status(), StatusCode::OK);
+    }
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn bootstrap_token_from_the_environment() {
+    let dir = data_dir();
+    let token = "bootstrap-token-0123456789abcdef";
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("UBIOPS_BOOTSTRAP_TOKEN", token),
+            ("UBIOPS_BOOTSTRAP_EMAIL", "boot@example.com"),
+        ],
+    );
+    assert_eq!(
+        server
+            .post(token, "/projects", json!({"name": "p"}))
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        server
+            .post(
+                token,
+                "/projects/p/deployments",
+                json!({"name": "d", "input_type": "plain", "output_type": "plain"})
+            )
+            .status(),
+        StatusCode::CREATED
+    );
+    let audit: serde_json::Value = server
+        .get(token, "/projects/p/deployments/d/audit")
+        .json()
+        .unwrap();
+    assert_eq!(audit[0]["user"], "boot@example.com");
+    // With a bootstrap token in place there is no generated one to print.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(server.stdout_lines().is_empty());
+    let (status, log) = server.terminate();
+    assert!(status.success());
+    assert!(!log.contains(token));
+}
+
+#[test]
+fn bad_configuration_stops_the_start_naming_the_variable() {
+    let dir = data_dir();
+    let cases = [
+        ("UBIOPS_LISTEN", "not-an-address"),
+        ("UBIOPS_STORAGE_URL", "ftp://bucket"),
+        ("UBIOPS_STORAGE_URL", "s3://"),
+        ("DATABASE_URL", "mysql://localhost/db"),
+        ("UBIOPS_BOOTSTRAP_TOKEN", "short"),
+        ("UBIOPS_BOOTSTRAP_EMAIL", "nobody@example.com"),
+        ("UBIOPS_DATABASE_POOL_SIZE", "many"),
+    ];
+    for (variable, value) in cases {
+        let mut process = command(dir.path())
+            .env(variable, value)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = process.wait().unwrap();
+        let mut stderr = String::new();
+        process
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(!status.success(), "{variable}={value} was accepted");
+        assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
+    }
+    assert!(!dir.path().join("postgres").exists(), "nothing was started");
+}
+
+#[test]
+fn token_create_validates_its_arguments() {
+    let dir = data_dir();
+    let bad_email = run(command(dir.path()).args(["token", "create", "--email", "not-an-email"]));
+    assert!(!bad_email.status.success());
+    assert!(String::from_utf8_lossy(&bad_email.stderr).contains("--email"));
+    let bad_project =
+        run(command(dir.path()).args(["token", "create", "--email", "a@b.c", "--project", "Bad"]));
+    assert!(!bad_project.status.success());
+    assert!(String::from_utf8_lossy(&bad_project.stderr).contains("--project"));
+}

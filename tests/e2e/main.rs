@@ -1,0 +1,10 @@
+//! End-to-end tests: the real app over real HTTP against a real PostgreSQL,
+//! each test on a fresh database (see `tests/support`), plus tests that run the
+//! `ubiops-server` binary itself.
+
+mod audit;
+mod auth;
+mod cli;
+mod deployments;
+mod projects;
+mod routing;

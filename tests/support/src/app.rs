@@ -1,0 +1,195 @@
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use ubiops_api::{router, AppState};
+use ubiops_domain::token::{generate_token, hash_token};
+use ubiops_storage::Store;
+
+use crate::postgres::{fresh_database, TestDatabase};
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ORGANIZATION: &str = "test-organization";
+
+/// The real router on a random loopback port, over its own fresh database.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub store: Store,
+    /// An all-projects token for `ADMIN_EMAIL`.
+    pub admin_token: String,
+    client: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+    pub database: TestDatabase,
+}
+
+/// Status and parsed JSON body (`Value::Null` for an empty body).
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Response {
+    /// The `error` message of an error body; panics if the body is not one.
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_else(|| {
+            panic!(
+                "expected an {{\"error\"}} body, got {} {}",
+                self.status, self.body
+            )
+        })
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let database = fresh_database().await;
+        let options = PgConnectOptions::from_str(&database.url).expect("test database URL");
+        let store = Store::connect(options, 8)
+            .await
+            .expect("connect to the test database");
+        let admin_token = generate_token();
+        store
+            .insert_token(&hash_token(&admin_token), ADMIN_EMAIL, None)
+            .await
+            .expect("create the admin token");
+        let app = router(AppState {
+            store: store.clone(),
+            organization_name: Arc::from(ORGANIZATION),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("local address");
+        let server = tokio::spawn(async move {
+            axum_serve(listener, app).await;
+        });
+        TestApp {
+            address,
+            store,
+            admin_token,
+            client: reqwest::Client::new(),
+            server,
+            database,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// A new token for `email`, limited to `projects` when given.
+    pub async fn token(&self, email: &str, projects: Option<&[&str]>) -> String {
+        let token = generate_token();
+        let scope: Option<Vec<String>> =
+            projects.map(|p| p.iter().map(|s| s.to_string()).collect());
+        self.store
+            .insert_token(&hash_token(&token), email, scope.as_deref())
+            .await
+            .expect("create token");
+        token
+    }
+
+    /// A request under `/v2.1` with the admin token and, like the official
+    /// clients, `Content-Type: application/json` on every request.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Response {
+        self.call_as(&self.admin_token, method, path, body).await
+    }
+
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, self.url(&format!("/v2.1{path}")))
+            .header("Authorization", format!("Token {token}"))
+            .header("Content-Type", "application/json");
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        }
+        Self::read(request.send().await.expect("send request")).await
+    }
+
+    /// Sends a request built by the caller (for raw bodies and headers).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Response {
+        Self::read(request.send().await.expect("send request")).await
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    async fn read(response: reqwest::Response) -> Response {
+        let status = response.status();
+        let text = response.text().await.expect("read body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("response ({status}) is not JSON: {text}"))
+        };
+        Response { status, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Response {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    pub async fn create_project(&self, name: &str) {
+        let response = self
+            .post("/projects", serde_json::json!({ "name": name }))
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
+    }
+
+    /// Every row of every table, to prove that a refused request changed nothing.
+    pub async fn snapshot(&self) -> Value {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations' ORDER BY 1",
+        )
+        .fetch_all(self.store.pool())
+        .await
+        .expect("list tables");
+        let mut snapshot = serde_json::Map::new();
+        for table in tables {
+            let rows: Value = sqlx::query_scalar(&format!(
+                r#"SELECT coalesce(json_agg(t ORDER BY t::text), '[]'::json) FROM "{table}" t"#
+            ))
+            .fetch_one(self.store.pool())
+            .await
+            .expect("read table");
+            snapshot.insert(table, rows);
+        }
+        Value::Object(snapshot)
+    }
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
+    axum::serve(listener, app).await.expect("serve");
+}
