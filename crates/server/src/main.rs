@@ -5,6 +5,7 @@ mod database;
 mod serve;
 mod storage;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -90,7 +91,8 @@ fn init_logging() {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if std::env::var("UBIOPS_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
