@@ -306,6 +306,7 @@ fn bad_configuration_stops_the_start_naming_the_variable() {
         ("UBIOPS_BOOTSTRAP_TOKEN", "short"),
         ("UBIOPS_BOOTSTRAP_EMAIL", "nobody@example.com"),
         ("UBIOPS_DATABASE_POOL_SIZE", "many"),
+        ("UBIOPS_EXTRA_INSTANCE_TYPES", "huge"),
     ];
     for (variable, value) in cases {
         let mut process = command(dir.path())

@@ -444,7 +444,7 @@ async fn bad_updates_are_400_and_change_nothing() {
         (
             "deployment-1",
             json!({"default_version": "v1"}),
-            "only an available version",
+            "has no such version",
         ),
         (
             "deployment-1",

@@ -8,3 +8,4 @@ mod cli;
 mod deployments;
 mod projects;
 mod routing;
+mod versions;

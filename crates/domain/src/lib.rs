@@ -9,5 +9,6 @@ pub mod labels;
 pub mod names;
 pub mod text;
 pub mod token;
+pub mod version;
 
 pub use error::ValidationError;

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use ubiops_domain::token::validate_email;
+use ubiops_domain::version::InstanceTypeCatalog;
 use url::Url;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -25,6 +26,7 @@ pub struct Config {
     pub bootstrap_token: Option<BootstrapToken>,
     pub organization_name: String,
     pub database_pool_size: u32,
+    pub instance_types: InstanceTypeCatalog,
 }
 
 /// An admin token whose value the operator chose (`UBIOPS_BOOTSTRAP_TOKEN`).
@@ -61,6 +63,10 @@ impl Config {
             bootstrap_token: bootstrap_token()?,
             organization_name: organization_name()?,
             database_pool_size: parse("UBIOPS_DATABASE_POOL_SIZE", "16")?,
+            instance_types: InstanceTypeCatalog::with_extra(
+                &var("UBIOPS_EXTRA_INSTANCE_TYPES").unwrap_or_default(),
+            )
+            .context("UBIOPS_EXTRA_INSTANCE_TYPES")?,
             data_dir,
         })
     }

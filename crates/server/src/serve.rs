@@ -31,6 +31,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = router(AppState {
         store: database.store.clone(),
         organization_name: Arc::from(config.organization_name.as_str()),
+        instance_types: Arc::new(config.instance_types.clone()),
     });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

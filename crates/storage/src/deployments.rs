@@ -1,12 +1,14 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
+use sqlx::PgConnection;
 use ubiops_domain::audit::{AuditAction, ObjectType};
 use ubiops_domain::deployment::{DeploymentChanges, Field, IoType, NewDeployment};
 use ubiops_domain::labels::{LabelFilter, Labels};
+use ubiops_domain::version::VersionStatus;
 use uuid::Uuid;
 
 use crate::audit::{record, NewAuditEvent};
-use crate::error::on_unique_violation;
+use crate::error::{corrupt, on_unique_violation};
 use crate::{Actor, Result, StorageError, Store};
 
 #[derive(Debug, Clone)]
@@ -47,13 +49,8 @@ impl TryFrom<DeploymentRow> for Deployment {
     type Error = StorageError;
 
     fn try_from(row: DeploymentRow) -> Result<Self> {
-        let io_type = |value: &str| {
-            IoType::parse(value).ok_or_else(|| {
-                StorageError::Database(sqlx::Error::Decode(
-                    format!("unexpected io type {value:?} in deployment {}", row.id).into(),
-                ))
-            })
-        };
+        let io_type =
+            |value: &str| IoType::parse(value).ok_or_else(|| corrupt("io type", value, row.id));
         Ok(Deployment {
             input_type: io_type(&row.input_type)?,
             output_type: io_type(&row.output_type)?,
@@ -80,6 +77,31 @@ fn duplicate_deployment(name: &str) -> String {
     format!("A deployment named '{name}' already exists in this project")
 }
 
+async fn fetch_deployment(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    name: &str,
+) -> Result<Deployment> {
+    sqlx::query_as!(
+        DeploymentRow,
+        r#"SELECT d.id, d.project_id, d.name, d.description, d.input_type, d.output_type,
+               d.input_fields AS "input_fields: Json<Vec<Field>>",
+               d.output_fields AS "output_fields: Json<Vec<Field>>",
+               d.labels AS "labels: Json<Labels>",
+               d.creation_date, d.last_updated,
+               dv.name AS "default_version?",
+               (SELECT count(*) FROM versions v WHERE v.deployment_id = d.id) AS "number_of_versions!"
+           FROM deployments d LEFT JOIN versions dv ON dv.id = d.default_version_id
+           WHERE d.project_id = $1 AND d.name = $2"#,
+        project_id,
+        name,
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| deployment_not_found(name))?
+    .try_into()
+}
+
 impl Store {
     pub async fn create_deployment(
         &self,
@@ -88,19 +110,13 @@ impl Store {
         actor: &Actor,
     ) -> Result<Deployment> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query_as!(
-            DeploymentRow,
-            r#"INSERT INTO deployments
-                   (id, project_id, name, description, input_type, output_type,
-                    input_fields, output_fields, labels)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-               RETURNING id, project_id, name, description, input_type, output_type,
-                   input_fields AS "input_fields: Json<Vec<Field>>",
-                   output_fields AS "output_fields: Json<Vec<Field>>",
-                   labels AS "labels: Json<Labels>",
-                   creation_date, last_updated,
-                   NULL::text AS default_version, 0::bigint AS "number_of_versions!""#,
-            Uuid::new_v4(),
+        let id = Uuid::new_v4();
+        sqlx::query!(
+            "INSERT INTO deployments
+                 (id, project_id, name, description, input_type, output_type,
+                  input_fields, output_fields, labels)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            id,
             project_id,
             new.name,
             new.description,
@@ -110,44 +126,29 @@ impl Store {
             Json(&new.output_fields) as _,
             Json(&new.labels) as _,
         )
-        .fetch_one(&mut *tx)
+        .execute(&mut *tx)
         .await
         .map_err(|e| on_unique_violation(e, || duplicate_deployment(&new.name)))?;
         record(
             &mut tx,
-            NewAuditEvent {
+            deployment_event(
                 project_id,
-                deployment_id: Some(row.id),
-                action: AuditAction::Create,
+                id,
+                &new.name,
+                AuditAction::Create,
                 actor,
-                event: format!("Created deployment {}", row.name),
-                object_type: ObjectType::Deployment,
-                object_id: Some(row.id),
-                object_name: Some(&row.name),
-            },
+                format!("Created deployment {}", new.name),
+            ),
         )
         .await?;
+        let deployment = fetch_deployment(&mut tx, project_id, &new.name).await?;
         tx.commit().await?;
-        row.try_into()
+        Ok(deployment)
     }
 
     pub async fn get_deployment(&self, project_id: Uuid, name: &str) -> Result<Deployment> {
-        sqlx::query_as!(
-            DeploymentRow,
-            r#"SELECT id, project_id, name, description, input_type, output_type,
-                   input_fields AS "input_fields: Json<Vec<Field>>",
-                   output_fields AS "output_fields: Json<Vec<Field>>",
-                   labels AS "labels: Json<Labels>",
-                   creation_date, last_updated,
-                   NULL::text AS default_version, 0::bigint AS "number_of_versions!"
-               FROM deployments WHERE project_id = $1 AND name = $2"#,
-            project_id,
-            name,
-        )
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| deployment_not_found(name))?
-        .try_into()
+        let mut conn = self.pool.acquire().await?;
+        fetch_deployment(&mut conn, project_id, name).await
     }
 
     /// A project's deployments by name; with a filter, only those having at
@@ -163,18 +164,19 @@ impl Store {
         };
         let rows = sqlx::query_as!(
             DeploymentRow,
-            r#"SELECT id, project_id, name, description, input_type, output_type,
-                   input_fields AS "input_fields: Json<Vec<Field>>",
-                   output_fields AS "output_fields: Json<Vec<Field>>",
-                   labels AS "labels: Json<Labels>",
-                   creation_date, last_updated,
-                   NULL::text AS default_version, 0::bigint AS "number_of_versions!"
-               FROM deployments d
-               WHERE project_id = $1
+            r#"SELECT d.id, d.project_id, d.name, d.description, d.input_type, d.output_type,
+                   d.input_fields AS "input_fields: Json<Vec<Field>>",
+                   d.output_fields AS "output_fields: Json<Vec<Field>>",
+                   d.labels AS "labels: Json<Labels>",
+                   d.creation_date, d.last_updated,
+                   dv.name AS "default_version?",
+                   (SELECT count(*) FROM versions v WHERE v.deployment_id = d.id) AS "number_of_versions!"
+               FROM deployments d LEFT JOIN versions dv ON dv.id = d.default_version_id
+               WHERE d.project_id = $1
                  AND ($2::text[] IS NULL OR EXISTS (
                        SELECT 1 FROM unnest($2::text[], $3::text[]) AS f(key, value)
                        WHERE d.labels ->> f.key = f.value))
-               ORDER BY name"#,
+               ORDER BY d.name"#,
             project_id,
             keys.as_deref(),
             values.as_deref(),
@@ -203,32 +205,21 @@ impl Store {
         .await?
         .ok_or_else(|| deployment_not_found(name))?;
 
-        if let Some(version) = &changes.default_version {
-            // Versions arrive with their own issue; until a deployment has an
-            // available version, no name can become its default.
-            return Err(StorageError::Rejected(format!(
-                "Version '{version}' of deployment '{name}' does not exist or is not available: \
-                 only an available version can be the default"
-            )));
-        }
-
+        let default_version_id = match &changes.default_version {
+            Some(version) => Some(available_version_id(&mut tx, id, name, version).await?),
+            None => None,
+        };
         let new_name = changes.name.as_deref().unwrap_or(name);
-        let row = sqlx::query_as!(
-            DeploymentRow,
+        sqlx::query!(
             r#"UPDATE deployments SET
                    name = $2,
                    description = CASE WHEN $3 THEN $4 ELSE description END,
                    labels = COALESCE($5, labels),
                    input_fields = COALESCE($6, input_fields),
                    output_fields = COALESCE($7, output_fields),
+                   default_version_id = COALESCE($8, default_version_id),
                    last_updated = now()
-               WHERE id = $1
-               RETURNING id, project_id, name, description, input_type, output_type,
-                   input_fields AS "input_fields: Json<Vec<Field>>",
-                   output_fields AS "output_fields: Json<Vec<Field>>",
-                   labels AS "labels: Json<Labels>",
-                   creation_date, last_updated,
-                   NULL::text AS default_version, 0::bigint AS "number_of_versions!""#,
+               WHERE id = $1"#,
             id,
             new_name,
             changes.description.is_some(),
@@ -236,8 +227,9 @@ impl Store {
             changes.labels.as_ref().map(Json) as _,
             changes.input_fields.as_ref().map(Json) as _,
             changes.output_fields.as_ref().map(Json) as _,
+            default_version_id,
         )
-        .fetch_one(&mut *tx)
+        .execute(&mut *tx)
         .await
         .map_err(|e| on_unique_violation(e, || duplicate_deployment(new_name)))?;
 
@@ -248,20 +240,12 @@ impl Store {
         };
         record(
             &mut tx,
-            NewAuditEvent {
-                project_id,
-                deployment_id: Some(id),
-                action: AuditAction::Update,
-                actor,
-                event,
-                object_type: ObjectType::Deployment,
-                object_id: Some(id),
-                object_name: Some(new_name),
-            },
+            deployment_event(project_id, id, new_name, AuditAction::Update, actor, event),
         )
         .await?;
+        let deployment = fetch_deployment(&mut tx, project_id, new_name).await?;
         tx.commit().await?;
-        row.try_into()
+        Ok(deployment)
     }
 
     pub async fn delete_deployment(
@@ -281,16 +265,14 @@ impl Store {
         .ok_or_else(|| deployment_not_found(name))?;
         record(
             &mut tx,
-            NewAuditEvent {
+            deployment_event(
                 project_id,
-                deployment_id: Some(id),
-                action: AuditAction::Delete,
+                id,
+                name,
+                AuditAction::Delete,
                 actor,
-                event: format!("Deleted deployment {name}"),
-                object_type: ObjectType::Deployment,
-                object_id: Some(id),
-                object_name: Some(name),
-            },
+                format!("Deleted deployment {name}"),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -307,5 +289,51 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| deployment_not_found(name))
+    }
+}
+
+/// Only an available version can become the default (documented).
+async fn available_version_id(
+    conn: &mut PgConnection,
+    deployment_id: Uuid,
+    deployment_name: &str,
+    version: &str,
+) -> Result<Uuid> {
+    let found = sqlx::query!(
+        "SELECT id, status FROM versions WHERE deployment_id = $1 AND name = $2",
+        deployment_id,
+        version,
+    )
+    .fetch_optional(conn)
+    .await?;
+    match found {
+        None => Err(StorageError::Rejected(format!(
+            "Cannot make '{version}' the default version: deployment '{deployment_name}' has no such version"
+        ))),
+        Some(row) if row.status != VersionStatus::Available.as_str() => Err(StorageError::Rejected(format!(
+            "Cannot make '{version}' the default version: it is {}, and only an available version can be the default",
+            row.status
+        ))),
+        Some(row) => Ok(row.id),
+    }
+}
+
+fn deployment_event<'a>(
+    project_id: Uuid,
+    id: Uuid,
+    name: &'a str,
+    action: AuditAction,
+    actor: &'a Actor,
+    event: String,
+) -> NewAuditEvent<'a> {
+    NewAuditEvent {
+        project_id,
+        deployment_id: Some(id),
+        action,
+        actor,
+        event,
+        object_type: ObjectType::Deployment,
+        object_id: Some(id),
+        object_name: Some(name),
     }
 }

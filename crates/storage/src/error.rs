@@ -49,3 +49,11 @@ pub(crate) fn on_unique_violation(
         _ => error.into(),
     }
 }
+
+/// A stored value that the domain does not know: only possible if the
+/// database was changed behind our back, so it is a server fault.
+pub(crate) fn corrupt(what: &str, value: &str, id: uuid::Uuid) -> StorageError {
+    StorageError::Database(sqlx::Error::Decode(
+        format!("unexpected {what} {value:?} in row {id}").into(),
+    ))
+}

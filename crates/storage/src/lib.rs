@@ -7,6 +7,7 @@ mod deployments;
 mod error;
 mod projects;
 mod tokens;
+mod versions;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ pub use deployments::Deployment;
 pub use error::StorageError;
 pub use projects::Project;
 pub use tokens::TokenRecord;
+pub use versions::{DeploymentRef, Version};
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 

@@ -7,6 +7,7 @@ use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
 use ubiops_api::{router, AppState};
 use ubiops_domain::token::{generate_token, hash_token};
+use ubiops_domain::version::InstanceTypeCatalog;
 use ubiops_storage::Store;
 
 use crate::postgres::{fresh_database, TestDatabase};
@@ -65,6 +66,7 @@ impl TestApp {
         let app = router(AppState {
             store: store.clone(),
             organization_name: Arc::from(ORGANIZATION),
+            instance_types: Arc::new(InstanceTypeCatalog::default()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

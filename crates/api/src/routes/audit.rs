@@ -9,7 +9,7 @@ use ubiops_domain::audit::AuditQuery;
 use ubiops_storage::AuditEvent;
 use uuid::Uuid;
 
-use super::authorized_project;
+use super::authorized_deployment;
 use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::extract::{PathParams, QueryParams};
@@ -66,11 +66,8 @@ async fn list(
         params.limit.as_deref(),
         params.offset.as_deref(),
     )?;
-    let project = authorized_project(&state, &principal, &project_name).await?;
-    let deployment_id = state
-        .store
-        .deployment_id(project.id, &deployment_name)
-        .await?;
-    let events = state.store.list_audit_events(deployment_id, query).await?;
+    let deployment =
+        authorized_deployment(&state, &principal, &project_name, &deployment_name).await?;
+    let events = state.store.list_audit_events(deployment.id, query).await?;
     Ok(Json(events.into_iter().map(Into::into).collect()))
 }

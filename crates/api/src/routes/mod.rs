@@ -4,6 +4,7 @@
 mod audit;
 mod deployments;
 mod projects;
+mod versions;
 
 use std::any::Any;
 
@@ -12,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Json, Router};
 use serde_json::json;
-use ubiops_storage::Project;
+use ubiops_storage::{DeploymentRef, Project};
+use uuid::Uuid;
 
 use crate::auth::{require_project_access, require_token, Principal};
 use crate::error::{ApiError, ApiResult};
@@ -24,6 +26,7 @@ pub fn api_routes(state: AppState) -> Router {
     let in_project = Router::new()
         .merge(deployments::routes())
         .merge(audit::routes())
+        .merge(versions::routes())
         .route_layer(middleware::from_fn(require_project_access));
     let authenticated = Router::new()
         .merge(projects::routes())
@@ -71,4 +74,39 @@ async fn authorized_project(
 ) -> ApiResult<Project> {
     principal.authorize(project_name)?;
     Ok(state.store.get_project(project_name).await?)
+}
+
+/// A deployment named in a request path, resolved to its ids.
+struct ResolvedDeployment {
+    project_id: Uuid,
+    id: Uuid,
+    name: String,
+}
+
+impl ResolvedDeployment {
+    fn as_ref(&self) -> DeploymentRef<'_> {
+        DeploymentRef {
+            project_id: self.project_id,
+            id: self.id,
+            name: &self.name,
+        }
+    }
+}
+
+async fn authorized_deployment(
+    state: &AppState,
+    principal: &Principal,
+    project_name: &str,
+    deployment_name: &str,
+) -> ApiResult<ResolvedDeployment> {
+    let project = authorized_project(state, principal, project_name).await?;
+    let id = state
+        .store
+        .deployment_id(project.id, deployment_name)
+        .await?;
+    Ok(ResolvedDeployment {
+        project_id: project.id,
+        id,
+        name: deployment_name.to_owned(),
+    })
 }

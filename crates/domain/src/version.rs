@@ -1,0 +1,704 @@
+//! Deployment versions: languages, instance types, scaling and retention
+//! settings, with every documented default and bound.
+
+use serde::Deserialize;
+
+use crate::deployment::nullable;
+use crate::labels::{validate_labels, Labels};
+use crate::names::validate_resource_name;
+use crate::{text, ValidationError};
+
+pub const DEFAULT_LANGUAGE: &str = "python3.7";
+pub const DEFAULT_MEMORY_MIB: i32 = 2048;
+pub const MIN_MEMORY_MIB: i32 = 256;
+pub const MAX_MEMORY_MIB: i32 = 16384;
+pub const DEFAULT_MAXIMUM_INSTANCES: i32 = 5;
+pub const MAX_INSTANCES: i32 = 1000;
+pub const DEFAULT_MINIMUM_INSTANCES: i32 = 0;
+pub const DEFAULT_MAXIMUM_IDLE_TIME: i32 = 300;
+pub const MIN_IDLE_TIME: i32 = 10;
+pub const MIN_IDLE_TIME_GPU: i32 = 300;
+pub const MAX_IDLE_TIME: i32 = 3600;
+pub const DEFAULT_RETENTION_TIME: i32 = 604_800;
+/// One year: requests kept longer than that are an archive, not a retention.
+pub const MAX_RETENTION_TIME: i32 = 31_536_000;
+pub const DEFAULT_QUEUE_SIZE_EXPRESS: i32 = 100;
+pub const DEFAULT_QUEUE_SIZE_BATCH: i32 = 100_000;
+pub const MAX_QUEUE_SIZE: i32 = 10_000_000;
+pub const MAX_NOTIFICATION_GROUP_LENGTH: usize = 64;
+
+/// Supported languages and their human-readable descriptions.
+pub const LANGUAGES: &[(&str, &str)] = &[
+    ("python3.7", "Python 3.7"),
+    ("python3.8", "Python 3.8"),
+    ("python3.9", "Python 3.9"),
+    ("python3.10", "Python 3.10"),
+    ("python3.11", "Python 3.11"),
+    ("python3.7_cuda", "Python 3.7 (CUDA)"),
+    ("python3.8_cuda", "Python 3.8 (CUDA)"),
+    ("python3.9_cuda", "Python 3.9 (CUDA)"),
+    ("python3.10_cuda", "Python 3.10 (CUDA)"),
+    ("python3.11_cuda", "Python 3.11 (CUDA)"),
+    ("r4.0", "R 4.0"),
+];
+
+pub fn language_description(language: &str) -> Option<&'static str> {
+    LANGUAGES
+        .iter()
+        .find(|(name, _)| *name == language)
+        .map(|(_, description)| *description)
+}
+
+pub fn is_r_language(language: &str) -> bool {
+    language.starts_with('r')
+}
+
+/// Memory sizes (MiB) offered as `<MiB>mb` instance types.
+pub const MEMORY_SIZES_MIB: &[i32] = &[256, 512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384];
+
+/// GPU instance types offered besides the plain memory sizes.
+pub const GPU_INSTANCE_TYPES: &[&str] = &["16384mb_t4"];
+
+/// An instance type: `<MiB>mb`, optionally with a suffix naming an
+/// accelerator (`16384mb_t4`). Its memory is the version's memory_allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceType {
+    pub name: String,
+    pub memory_mib: i32,
+}
+
+impl InstanceType {
+    pub fn is_gpu(&self) -> bool {
+        self.name.contains('_')
+    }
+
+    fn from_memory(memory_mib: i32) -> Self {
+        InstanceType {
+            name: format!("{memory_mib}mb"),
+            memory_mib,
+        }
+    }
+}
+
+/// The instance types this server offers: the built-in list plus any the
+/// operator adds (`UBIOPS_EXTRA_INSTANCE_TYPES`), all of the `<MiB>mb[_suffix]`
+/// shape with 256..16384 MiB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceTypeCatalog {
+    types: Vec<InstanceType>,
+}
+
+impl Default for InstanceTypeCatalog {
+    fn default() -> Self {
+        let mut types: Vec<InstanceType> = MEMORY_SIZES_MIB
+            .iter()
+            .map(|&mib| InstanceType::from_memory(mib))
+            .collect();
+        types.extend(
+            GPU_INSTANCE_TYPES
+                .iter()
+                .map(|name| parse_instance_type_shape(name).expect("built-in types are valid")),
+        );
+        InstanceTypeCatalog { types }
+    }
+}
+
+impl InstanceTypeCatalog {
+    /// The default catalog extended with `extra` (comma-separated names).
+    pub fn with_extra(extra: &str) -> Result<Self, ValidationError> {
+        let mut catalog = Self::default();
+        for name in extra.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let instance_type = parse_instance_type_shape(name)?;
+            if !catalog.types.contains(&instance_type) {
+                catalog.types.push(instance_type);
+            }
+        }
+        Ok(catalog)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.types.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    pub fn by_name(&self, name: &str) -> Result<InstanceType, ValidationError> {
+        self.types
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                ValidationError::new(format!(
+                    "Unknown instance_type '{}': use one of {}",
+                    shorten(name),
+                    self.names().join(", ")
+                ))
+            })
+    }
+
+    /// The plain (non-GPU) instance type with this much memory.
+    pub fn by_memory(&self, memory_mib: i32) -> Result<InstanceType, ValidationError> {
+        self.types
+            .iter()
+            .find(|t| t.memory_mib == memory_mib && !t.is_gpu())
+            .cloned()
+            .ok_or_else(|| {
+                let sizes: Vec<String> = self
+                    .types
+                    .iter()
+                    .filter(|t| !t.is_gpu())
+                    .map(|t| t.memory_mib.to_string())
+                    .collect();
+                ValidationError::new(format!(
+                    "Unsupported memory_allocation {memory_mib}: use one of {} (MiB)",
+                    sizes.join(", ")
+                ))
+            })
+    }
+}
+
+fn parse_instance_type_shape(name: &str) -> Result<InstanceType, ValidationError> {
+    let invalid = || {
+        ValidationError::new(format!(
+            "Invalid instance type '{}': use <MiB>mb or <MiB>mb_<accelerator> with {MIN_MEMORY_MIB}..{MAX_MEMORY_MIB} MiB",
+            shorten(name)
+        ))
+    };
+    let (memory, suffix) = match name.split_once('_') {
+        Some((memory, suffix)) => (memory, Some(suffix)),
+        None => (name, None),
+    };
+    let memory_mib: i32 = memory
+        .strip_suffix("mb")
+        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(invalid)?;
+    let suffix_ok = suffix.is_none_or(|s| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    });
+    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory_mib) || !suffix_ok {
+        return Err(invalid());
+    }
+    Ok(InstanceType {
+        name: name.to_owned(),
+        memory_mib,
+    })
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionMode {
+    None,
+    Metadata,
+    Full,
+}
+
+impl RetentionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetentionMode::None => "none",
+            RetentionMode::Metadata => "metadata",
+            RetentionMode::Full => "full",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "none" => Some(RetentionMode::None),
+            "metadata" => Some(RetentionMode::Metadata),
+            "full" => Some(RetentionMode::Full),
+            _ => None,
+        }
+    }
+}
+
+/// Where a version stands: `unavailable` until a build succeeds, `building`
+/// while its newest build runs, `available` once any build has succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionStatus {
+    Unavailable,
+    Building,
+    Available,
+}
+
+impl VersionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionStatus::Unavailable => "unavailable",
+            VersionStatus::Building => "building",
+            VersionStatus::Available => "available",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "unavailable" => Some(VersionStatus::Unavailable),
+            "building" => Some(VersionStatus::Building),
+            "available" => Some(VersionStatus::Available),
+            _ => None,
+        }
+    }
+}
+
+/// Everything about a version that a client sets, complete and valid: what
+/// create produces from defaults and what update produces by merging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionSettings {
+    pub name: String,
+    pub language: String,
+    pub instance_type: String,
+    pub memory_allocation: i32,
+    pub maximum_instances: i32,
+    pub minimum_instances: i32,
+    pub maximum_idle_time: i32,
+    pub description: Option<String>,
+    pub labels: Labels,
+    pub monitoring: Option<String>,
+    pub default_notification_group: Option<String>,
+    pub request_retention_time: i32,
+    pub request_retention_mode: RetentionMode,
+    pub maximum_queue_size_express: i32,
+    pub maximum_queue_size_batch: i32,
+    pub static_ip: bool,
+    pub restart_request_interruption: bool,
+}
+
+/// Body of `deployment_versions_create` and `deployment_versions_update`:
+/// one shape, as both take the same settings. Create needs `version`; update
+/// cannot change `language`. `description`, `labels`, `monitoring` and
+/// `default_notification_group` may be `null` to clear them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionRequest {
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub memory_allocation: Option<i32>,
+    #[serde(default)]
+    pub instance_type: Option<String>,
+    #[serde(default)]
+    pub maximum_instances: Option<i32>,
+    #[serde(default)]
+    pub minimum_instances: Option<i32>,
+    #[serde(default)]
+    pub maximum_idle_time: Option<i32>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub labels: Option<Option<Labels>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub monitoring: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub default_notification_group: Option<Option<String>>,
+    #[serde(default)]
+    pub request_retention_time: Option<i32>,
+    #[serde(default)]
+    pub request_retention_mode: Option<RetentionMode>,
+    #[serde(default)]
+    pub maximum_queue_size_express: Option<i32>,
+    #[serde(default)]
+    pub maximum_queue_size_batch: Option<i32>,
+    #[serde(default)]
+    pub static_ip: Option<bool>,
+    #[serde(default)]
+    pub restart_request_interruption: Option<bool>,
+}
+
+impl VersionRequest {
+    pub fn create(self, catalog: &InstanceTypeCatalog) -> Result<VersionSettings, ValidationError> {
+        let Some(name) = self.version.clone() else {
+            return Err(ValidationError::new(
+                "`version` is required: the name of the new version",
+            ));
+        };
+        let language = self
+            .language
+            .clone()
+            .unwrap_or_else(|| DEFAULT_LANGUAGE.to_owned());
+        if language_description(&language).is_none() {
+            let names: Vec<&str> = LANGUAGES.iter().map(|(name, _)| *name).collect();
+            return Err(ValidationError::new(format!(
+                "Unsupported language '{}': use one of {}",
+                shorten(&language),
+                names.join(", ")
+            )));
+        }
+        let defaults = VersionSettings {
+            name,
+            language,
+            instance_type: format!("{DEFAULT_MEMORY_MIB}mb"),
+            memory_allocation: DEFAULT_MEMORY_MIB,
+            maximum_instances: DEFAULT_MAXIMUM_INSTANCES,
+            minimum_instances: DEFAULT_MINIMUM_INSTANCES,
+            maximum_idle_time: DEFAULT_MAXIMUM_IDLE_TIME,
+            description: None,
+            labels: Labels::new(),
+            monitoring: None,
+            default_notification_group: None,
+            request_retention_time: DEFAULT_RETENTION_TIME,
+            request_retention_mode: RetentionMode::Full,
+            maximum_queue_size_express: DEFAULT_QUEUE_SIZE_EXPRESS,
+            maximum_queue_size_batch: DEFAULT_QUEUE_SIZE_BATCH,
+            static_ip: false,
+            restart_request_interruption: false,
+        };
+        self.apply(defaults, catalog)
+    }
+
+    /// The current settings with this update applied, all rules checked again
+    /// on the result (so `minimum_instances <= maximum_instances` holds across
+    /// fields that were and were not sent).
+    pub fn update(
+        self,
+        current: VersionSettings,
+        catalog: &InstanceTypeCatalog,
+    ) -> Result<VersionSettings, ValidationError> {
+        if self
+            .language
+            .as_ref()
+            .is_some_and(|l| *l != current.language)
+        {
+            return Err(ValidationError::new(
+                "`language` cannot be changed after a version is created: create a new version instead",
+            ));
+        }
+        self.apply(current, catalog)
+    }
+
+    fn apply(
+        self,
+        mut settings: VersionSettings,
+        catalog: &InstanceTypeCatalog,
+    ) -> Result<VersionSettings, ValidationError> {
+        if let Some(name) = self.version {
+            settings.name = name;
+        }
+        // memory_allocation and instance_type are two views of one setting.
+        let instance_type = match (self.instance_type, self.memory_allocation) {
+            (Some(name), Some(memory)) => {
+                let instance_type = catalog.by_name(&name)?;
+                if instance_type.memory_mib != memory {
+                    return Err(ValidationError::new(format!(
+                        "instance_type '{name}' has {} MiB but memory_allocation is {memory}: send one of them, or matching values",
+                        instance_type.memory_mib
+                    )));
+                }
+                Some(instance_type)
+            }
+            (Some(name), None) => Some(catalog.by_name(&name)?),
+            (None, Some(memory)) => Some(catalog.by_memory(memory)?),
+            (None, None) => None,
+        };
+        if let Some(instance_type) = instance_type {
+            settings.memory_allocation = instance_type.memory_mib;
+            settings.instance_type = instance_type.name;
+        }
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(value) = self.$field {
+                    settings.$field = value;
+                }
+            )*};
+        }
+        set!(
+            maximum_instances,
+            minimum_instances,
+            maximum_idle_time,
+            request_retention_time,
+            request_retention_mode,
+            maximum_queue_size_express,
+            maximum_queue_size_batch,
+            static_ip,
+            restart_request_interruption
+        );
+        if let Some(description) = self.description {
+            settings.description = text::description(description)?;
+        }
+        if let Some(labels) = self.labels {
+            settings.labels = labels.unwrap_or_default();
+        }
+        if let Some(monitoring) = self.monitoring {
+            settings.monitoring = notification_group("monitoring", monitoring)?;
+        }
+        if let Some(group) = self.default_notification_group {
+            settings.default_notification_group =
+                notification_group("default_notification_group", group)?;
+        }
+        validate(&settings, catalog)?;
+        Ok(settings)
+    }
+}
+
+/// Stored as given (this server has no notification groups to check against).
+fn notification_group(
+    field: &str,
+    value: Option<String>,
+) -> Result<Option<String>, ValidationError> {
+    text::optional_text(field, value, MAX_NOTIFICATION_GROUP_LENGTH)
+}
+
+fn validate(
+    settings: &VersionSettings,
+    catalog: &InstanceTypeCatalog,
+) -> Result<(), ValidationError> {
+    validate_resource_name("version", &settings.name)?;
+    validate_labels(&settings.labels)?;
+    in_range(
+        "maximum_instances",
+        settings.maximum_instances,
+        0,
+        MAX_INSTANCES,
+    )?;
+    in_range(
+        "minimum_instances",
+        settings.minimum_instances,
+        0,
+        MAX_INSTANCES,
+    )?;
+    if settings.minimum_instances > settings.maximum_instances {
+        return Err(ValidationError::new(format!(
+            "minimum_instances ({}) must not exceed maximum_instances ({})",
+            settings.minimum_instances, settings.maximum_instances
+        )));
+    }
+    let gpu = catalog.by_name(&settings.instance_type)?.is_gpu();
+    let min_idle = if gpu {
+        MIN_IDLE_TIME_GPU
+    } else {
+        MIN_IDLE_TIME
+    };
+    in_range(
+        "maximum_idle_time",
+        settings.maximum_idle_time,
+        min_idle,
+        MAX_IDLE_TIME,
+    )?;
+    in_range(
+        "request_retention_time",
+        settings.request_retention_time,
+        0,
+        MAX_RETENTION_TIME,
+    )?;
+    in_range(
+        "maximum_queue_size_express",
+        settings.maximum_queue_size_express,
+        0,
+        MAX_QUEUE_SIZE,
+    )?;
+    in_range(
+        "maximum_queue_size_batch",
+        settings.maximum_queue_size_batch,
+        0,
+        MAX_QUEUE_SIZE,
+    )?;
+    Ok(())
+}
+
+fn in_range(field: &str, value: i32, min: i32, max: i32) -> Result<(), ValidationError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ValidationError::new(format!(
+            "{field} must be between {min} and {max}, got {value}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn request(body: Value) -> Result<VersionRequest, String> {
+        serde_json::from_value(body).map_err(|e| e.to_string())
+    }
+
+    fn create(body: Value) -> Result<VersionSettings, String> {
+        request(body)?
+            .create(&InstanceTypeCatalog::default())
+            .map_err(|e| e.message().to_owned())
+    }
+
+    fn update(current: &VersionSettings, body: Value) -> Result<VersionSettings, String> {
+        request(body)?
+            .update(current.clone(), &InstanceTypeCatalog::default())
+            .map_err(|e| e.message().to_owned())
+    }
+
+    #[test]
+    fn a_name_alone_gets_every_documented_default() {
+        let settings = create(json!({"version": "v1"})).unwrap();
+        assert_eq!(
+            settings,
+            VersionSettings {
+                name: "v1".into(),
+                language: "python3.7".into(),
+                instance_type: "2048mb".into(),
+                memory_allocation: 2048,
+                maximum_instances: 5,
+                minimum_instances: 0,
+                maximum_idle_time: 300,
+                description: None,
+                labels: Labels::new(),
+                monitoring: None,
+                default_notification_group: None,
+                request_retention_time: 604800,
+                request_retention_mode: RetentionMode::Full,
+                maximum_queue_size_express: 100,
+                maximum_queue_size_batch: 100000,
+                static_ip: false,
+                restart_request_interruption: false,
+            }
+        );
+    }
+
+    #[test]
+    fn languages_and_descriptions() {
+        for (language, description) in LANGUAGES {
+            let settings = create(json!({"version": "v", "language": language})).unwrap();
+            assert_eq!(language_description(&settings.language), Some(*description));
+        }
+        assert_eq!(language_description("python3.8"), Some("Python 3.8"));
+        assert_eq!(language_description("r4.0"), Some("R 4.0"));
+        for bad in ["python3.6", "python2.7", "java", "", "Python3.8"] {
+            let err = create(json!({"version": "v", "language": bad})).unwrap_err();
+            assert!(err.contains("Unsupported language"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn memory_and_instance_type_are_one_setting() {
+        let by_type = create(json!({"version": "v", "instance_type": "512mb"})).unwrap();
+        assert_eq!(
+            (by_type.memory_allocation, by_type.instance_type.as_str()),
+            (512, "512mb")
+        );
+        let by_memory = create(json!({"version": "v", "memory_allocation": 16384})).unwrap();
+        assert_eq!(by_memory.instance_type, "16384mb");
+        let both =
+            create(json!({"version": "v", "memory_allocation": 256, "instance_type": "256mb"}))
+                .unwrap();
+        assert_eq!(both.memory_allocation, 256);
+        let gpu = create(
+            json!({"version": "v", "language": "python3.8_cuda", "instance_type": "16384mb_t4"}),
+        )
+        .unwrap();
+        assert_eq!(gpu.memory_allocation, 16384);
+        assert!(create(
+            json!({"version": "v", "memory_allocation": 512, "instance_type": "256mb"})
+        )
+        .is_err());
+        for bad in [
+            json!({"memory_allocation": 255}),
+            json!({"memory_allocation": 16385}),
+            json!({"memory_allocation": 300}),
+            json!({"instance_type": "128mb"}),
+            json!({"instance_type": "2gb"}),
+            json!({"instance_type": "32768mb"}),
+        ] {
+            let mut body = bad.clone();
+            body["version"] = json!("v");
+            assert!(create(body).is_err(), "{bad}");
+        }
+        // Updating either view updates both.
+        let current = create(json!({"version": "v"})).unwrap();
+        let updated = update(&current, json!({"memory_allocation": 4096})).unwrap();
+        assert_eq!(updated.instance_type, "4096mb");
+        let updated = update(&current, json!({"instance_type": "256mb"})).unwrap();
+        assert_eq!(updated.memory_allocation, 256);
+    }
+
+    #[test]
+    fn operators_can_extend_instance_types() {
+        let catalog = InstanceTypeCatalog::with_extra("8192mb_a100, 1536mb").unwrap();
+        assert!(catalog.by_name("8192mb_a100").unwrap().is_gpu());
+        assert_eq!(catalog.by_memory(1536).unwrap().name, "1536mb");
+        assert!(InstanceTypeCatalog::with_extra("big").is_err());
+        assert!(InstanceTypeCatalog::with_extra("100mb").is_err());
+        assert!(InstanceTypeCatalog::with_extra("1024mb_").is_err());
+    }
+
+    #[test]
+    fn bounds_at_both_edges() {
+        let ok = |field: &str, value: i64| create(json!({"version": "v", field: value})).is_ok();
+        assert!(ok("maximum_idle_time", 10) && ok("maximum_idle_time", 3600));
+        assert!(!ok("maximum_idle_time", 9) && !ok("maximum_idle_time", 3601));
+        assert!(ok("maximum_instances", 0) && ok("maximum_instances", 1000));
+        assert!(!ok("maximum_instances", -1) && !ok("maximum_instances", 1001));
+        assert!(ok("request_retention_time", 0) && ok("request_retention_time", 31536000));
+        assert!(!ok("request_retention_time", -1) && !ok("request_retention_time", 31536001));
+        assert!(ok("maximum_queue_size_express", 0) && !ok("maximum_queue_size_batch", -1));
+        assert!(!ok("maximum_queue_size_batch", 10_000_001));
+        // GPU types idle at least 300 s.
+        assert!(create(
+            json!({"version": "v", "instance_type": "16384mb_t4", "maximum_idle_time": 299})
+        )
+        .is_err());
+        assert!(create(
+            json!({"version": "v", "instance_type": "16384mb_t4", "maximum_idle_time": 300})
+        )
+        .is_ok());
+        // Types are checked too (not silently truncated).
+        assert!(create(json!({"version": "v", "maximum_instances": 2.5})).is_err());
+        assert!(create(json!({"version": "v", "maximum_instances": 3_000_000_000_i64})).is_err());
+        assert!(create(json!({"version": "v", "static_ip": "yes"})).is_err());
+    }
+
+    #[test]
+    fn minimum_never_exceeds_maximum_across_updates() {
+        let err = create(json!({"version": "v", "minimum_instances": 6})).unwrap_err();
+        assert!(
+            err.contains("minimum_instances (6) must not exceed maximum_instances (5)"),
+            "{err}"
+        );
+        let current = create(json!({"version": "v", "minimum_instances": 2})).unwrap();
+        assert!(update(&current, json!({"maximum_instances": 1})).is_err());
+        assert!(update(&current, json!({"maximum_instances": 2})).is_ok());
+    }
+
+    #[test]
+    fn retention_modes_and_notification_groups() {
+        for mode in ["none", "metadata", "full"] {
+            let settings = create(json!({"version": "v", "request_retention_mode": mode})).unwrap();
+            assert_eq!(settings.request_retention_mode.as_str(), mode);
+        }
+        assert!(create(json!({"version": "v", "request_retention_mode": "some"})).is_err());
+        let settings = create(
+            json!({"version": "v", "monitoring": "group-1", "default_notification_group": ""}),
+        )
+        .unwrap();
+        assert_eq!(settings.monitoring.as_deref(), Some("group-1"));
+        assert_eq!(settings.default_notification_group, None);
+        let cleared = update(&settings, json!({"monitoring": null})).unwrap();
+        assert_eq!(cleared.monitoring, None);
+        assert!(create(json!({"version": "v", "monitoring": "x".repeat(65)})).is_err());
+    }
+
+    #[test]
+    fn update_rules() {
+        let current =
+            create(json!({"version": "v1", "labels": {"a": "b"}, "description": "d"})).unwrap();
+        let renamed = update(&current, json!({"version": "v2"})).unwrap();
+        assert_eq!(renamed.name, "v2");
+        assert!(update(&current, json!({"version": "V2"})).is_err());
+        assert!(update(&current, json!({"language": "python3.8"}))
+            .unwrap_err()
+            .contains("cannot be changed"));
+        assert!(update(&current, json!({"language": "python3.7"})).is_ok());
+        let cleared = update(&current, json!({"labels": null, "description": null})).unwrap();
+        assert_eq!((cleared.labels.len(), cleared.description), (0, None));
+        assert_eq!(update(&current, json!({})).unwrap(), current);
+        assert!(request(json!({"colour": "red"}))
+            .unwrap_err()
+            .contains("unknown field"));
+        assert!(create(json!({}))
+            .unwrap_err()
+            .contains("`version` is required"));
+    }
+}

@@ -1,0 +1,377 @@
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::PgConnection;
+use ubiops_domain::audit::{AuditAction, ObjectType};
+use ubiops_domain::labels::{LabelFilter, Labels};
+use ubiops_domain::version::{RetentionMode, VersionSettings, VersionStatus};
+use ubiops_domain::ValidationError;
+use uuid::Uuid;
+
+use crate::audit::{record, NewAuditEvent};
+use crate::error::{corrupt, on_unique_violation};
+use crate::{Actor, Result, StorageError, Store};
+
+/// A version with everything a response shows.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub id: Uuid,
+    pub deployment_id: Uuid,
+    pub settings: VersionSettings,
+    pub status: VersionStatus,
+    pub active_revision: Option<Uuid>,
+    pub latest_build: Option<Uuid>,
+    pub last_file_upload: Option<DateTime<Utc>>,
+    pub has_request_method: bool,
+    pub has_requests_method: bool,
+    pub creation_date: DateTime<Utc>,
+    pub last_updated: DateTime<Utc>,
+}
+
+/// Which deployment a version operation is about; events name it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeploymentRef<'a> {
+    pub project_id: Uuid,
+    pub id: Uuid,
+    pub name: &'a str,
+}
+
+struct VersionRow {
+    id: Uuid,
+    deployment_id: Uuid,
+    name: String,
+    description: Option<String>,
+    language: String,
+    instance_type: String,
+    memory_allocation: i32,
+    maximum_instances: i32,
+    minimum_instances: i32,
+    maximum_idle_time: i32,
+    labels: Json<Labels>,
+    monitoring: Option<String>,
+    default_notification_group: Option<String>,
+    request_retention_time: i32,
+    request_retention_mode: String,
+    maximum_queue_size_express: i32,
+    maximum_queue_size_batch: i32,
+    static_ip: bool,
+    restart_request_interruption: bool,
+    status: String,
+    active_revision_id: Option<Uuid>,
+    latest_build_id: Option<Uuid>,
+    last_file_upload: Option<DateTime<Utc>>,
+    has_request_method: bool,
+    has_requests_method: bool,
+    creation_date: DateTime<Utc>,
+    last_updated: DateTime<Utc>,
+}
+
+impl TryFrom<VersionRow> for Version {
+    type Error = StorageError;
+
+    fn try_from(row: VersionRow) -> Result<Self> {
+        let request_retention_mode = RetentionMode::parse(&row.request_retention_mode)
+            .ok_or_else(|| corrupt("retention mode", &row.request_retention_mode, row.id))?;
+        let status = VersionStatus::parse(&row.status)
+            .ok_or_else(|| corrupt("version status", &row.status, row.id))?;
+        Ok(Version {
+            id: row.id,
+            deployment_id: row.deployment_id,
+            settings: VersionSettings {
+                name: row.name,
+                language: row.language,
+                instance_type: row.instance_type,
+                memory_allocation: row.memory_allocation,
+                maximum_instances: row.maximum_instances,
+                minimum_instances: row.minimum_instances,
+                maximum_idle_time: row.maximum_idle_time,
+                description: row.description,
+                labels: row.labels.0,
+                monitoring: row.monitoring,
+                default_notification_group: row.default_notification_group,
+                request_retention_time: row.request_retention_time,
+                request_retention_mode,
+                maximum_queue_size_express: row.maximum_queue_size_express,
+                maximum_queue_size_batch: row.maximum_queue_size_batch,
+                static_ip: row.static_ip,
+                restart_request_interruption: row.restart_request_interruption,
+            },
+            status,
+            active_revision: row.active_revision_id,
+            latest_build: row.latest_build_id,
+            last_file_upload: row.last_file_upload,
+            has_request_method: row.has_request_method,
+            has_requests_method: row.has_requests_method,
+            creation_date: row.creation_date,
+            last_updated: row.last_updated,
+        })
+    }
+}
+
+fn version_not_found(name: &str) -> StorageError {
+    StorageError::NotFound(format!("Version '{name}' not found"))
+}
+
+fn duplicate_version(deployment: &str, name: &str) -> String {
+    format!("A version named '{name}' already exists for deployment '{deployment}'")
+}
+
+async fn fetch_version(
+    conn: &mut PgConnection,
+    deployment_id: Uuid,
+    name: &str,
+) -> Result<Version> {
+    sqlx::query_as!(
+        VersionRow,
+        r#"SELECT id, deployment_id, name, description, language, instance_type, memory_allocation,
+               maximum_instances, minimum_instances, maximum_idle_time,
+               labels AS "labels: Json<Labels>", monitoring, default_notification_group,
+               request_retention_time, request_retention_mode, maximum_queue_size_express,
+               maximum_queue_size_batch, static_ip, restart_request_interruption, status,
+               active_revision_id, latest_build_id, last_file_upload, has_request_method,
+               has_requests_method, creation_date, last_updated
+           FROM versions WHERE deployment_id = $1 AND name = $2"#,
+        deployment_id,
+        name,
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| version_not_found(name))?
+    .try_into()
+}
+
+/// Locks the deployment row so that version changes of one deployment (the
+/// first-version default above all) happen one at a time.
+async fn lock_deployment(conn: &mut PgConnection, deployment: DeploymentRef<'_>) -> Result<()> {
+    sqlx::query_scalar!(
+        "SELECT id FROM deployments WHERE id = $1 FOR UPDATE",
+        deployment.id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| StorageError::NotFound(format!("Deployment '{}' not found", deployment.name)))?;
+    Ok(())
+}
+
+fn version_event<'a>(
+    deployment: DeploymentRef<'a>,
+    action: AuditAction,
+    actor: &'a Actor,
+    event: String,
+) -> NewAuditEvent<'a> {
+    // As in the documentation's example, a version's events are events of
+    // its deployment.
+    NewAuditEvent {
+        project_id: deployment.project_id,
+        deployment_id: Some(deployment.id),
+        action,
+        actor,
+        event,
+        object_type: ObjectType::Deployment,
+        object_id: Some(deployment.id),
+        object_name: Some(deployment.name),
+    }
+}
+
+impl Store {
+    /// Creates a version; the first version of a deployment becomes its
+    /// default (exactly one, however many are created at once).
+    pub async fn create_version(
+        &self,
+        deployment: DeploymentRef<'_>,
+        settings: &VersionSettings,
+        actor: &Actor,
+    ) -> Result<Version> {
+        let mut tx = self.pool.begin().await?;
+        lock_deployment(&mut tx, deployment).await?;
+        let id = Uuid::new_v4();
+        sqlx::query!(
+            "INSERT INTO versions
+                 (id, deployment_id, name, description, language, instance_type, memory_allocation,
+                  maximum_instances, minimum_instances, maximum_idle_time, labels, monitoring,
+                  default_notification_group, request_retention_time, request_retention_mode,
+                  maximum_queue_size_express, maximum_queue_size_batch, static_ip,
+                  restart_request_interruption)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+            id,
+            deployment.id,
+            settings.name,
+            settings.description,
+            settings.language,
+            settings.instance_type,
+            settings.memory_allocation,
+            settings.maximum_instances,
+            settings.minimum_instances,
+            settings.maximum_idle_time,
+            Json(&settings.labels) as _,
+            settings.monitoring,
+            settings.default_notification_group,
+            settings.request_retention_time,
+            settings.request_retention_mode.as_str(),
+            settings.maximum_queue_size_express,
+            settings.maximum_queue_size_batch,
+            settings.static_ip,
+            settings.restart_request_interruption,
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| on_unique_violation(e, || duplicate_version(deployment.name, &settings.name)))?;
+        sqlx::query!(
+            "UPDATE deployments SET default_version_id = $2
+             WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM versions WHERE deployment_id = $1 AND id <> $2)",
+            deployment.id,
+            id,
+        )
+        .execute(&mut *tx)
+        .await?;
+        record(
+            &mut tx,
+            version_event(
+                deployment,
+                AuditAction::Create,
+                actor,
+                format!(
+                    "Created version {} for deployment {}",
+                    settings.name, deployment.name
+                ),
+            ),
+        )
+        .await?;
+        let version = fetch_version(&mut tx, deployment.id, &settings.name).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    pub async fn get_version(&self, deployment_id: Uuid, name: &str) -> Result<Version> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_version(&mut conn, deployment_id, name).await
+    }
+
+    /// A deployment's versions by name; with a filter, only those having at
+    /// least one of its label pairs.
+    pub async fn list_versions(
+        &self,
+        deployment_id: Uuid,
+        filter: Option<&LabelFilter>,
+    ) -> Result<Vec<Version>> {
+        let (keys, values) = match filter {
+            Some(filter) => (Some(filter.keys()), Some(filter.values())),
+            None => (None, None),
+        };
+        let rows = sqlx::query_as!(
+            VersionRow,
+            r#"SELECT id, deployment_id, name, description, language, instance_type, memory_allocation,
+                   maximum_instances, minimum_instances, maximum_idle_time,
+                   labels AS "labels: Json<Labels>", monitoring, default_notification_group,
+                   request_retention_time, request_retention_mode, maximum_queue_size_express,
+                   maximum_queue_size_batch, static_ip, restart_request_interruption, status,
+                   active_revision_id, latest_build_id, last_file_upload, has_request_method,
+                   has_requests_method, creation_date, last_updated
+               FROM versions v
+               WHERE deployment_id = $1
+                 AND ($2::text[] IS NULL OR EXISTS (
+                       SELECT 1 FROM unnest($2::text[], $3::text[]) AS f(key, value)
+                       WHERE v.labels ->> f.key = f.value))
+               ORDER BY name"#,
+            deployment_id,
+            keys.as_deref(),
+            values.as_deref(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Version::try_from).collect()
+    }
+
+    /// Read-modify-write under a row lock: `change` gets the current settings
+    /// and returns the new ones (or why not), so rules that span fields are
+    /// checked against what is really stored.
+    pub async fn update_version(
+        &self,
+        deployment: DeploymentRef<'_>,
+        name: &str,
+        change: impl FnOnce(VersionSettings) -> Result<VersionSettings, ValidationError>,
+        actor: &Actor,
+    ) -> Result<Version> {
+        let mut tx = self.pool.begin().await?;
+        lock_deployment(&mut tx, deployment).await?;
+        let current = fetch_version(&mut tx, deployment.id, name).await?;
+        let settings =
+            change(current.settings).map_err(|e| StorageError::Rejected(e.message().to_owned()))?;
+        sqlx::query!(
+            "UPDATE versions SET
+                 name = $2, description = $3, instance_type = $4, memory_allocation = $5,
+                 maximum_instances = $6, minimum_instances = $7, maximum_idle_time = $8, labels = $9,
+                 monitoring = $10, default_notification_group = $11, request_retention_time = $12,
+                 request_retention_mode = $13, maximum_queue_size_express = $14,
+                 maximum_queue_size_batch = $15, static_ip = $16, restart_request_interruption = $17,
+                 last_updated = now()
+             WHERE id = $1",
+            current.id,
+            settings.name,
+            settings.description,
+            settings.instance_type,
+            settings.memory_allocation,
+            settings.maximum_instances,
+            settings.minimum_instances,
+            settings.maximum_idle_time,
+            Json(&settings.labels) as _,
+            settings.monitoring,
+            settings.default_notification_group,
+            settings.request_retention_time,
+            settings.request_retention_mode.as_str(),
+            settings.maximum_queue_size_express,
+            settings.maximum_queue_size_batch,
+            settings.static_ip,
+            settings.restart_request_interruption,
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| on_unique_violation(e, || duplicate_version(deployment.name, &settings.name)))?;
+        let event = if settings.name != name {
+            format!(
+                "Renamed version {name} to {} for deployment {}",
+                settings.name, deployment.name
+            )
+        } else {
+            format!("Updated version {name} for deployment {}", deployment.name)
+        };
+        record(
+            &mut tx,
+            version_event(deployment, AuditAction::Update, actor, event),
+        )
+        .await?;
+        let version = fetch_version(&mut tx, deployment.id, &settings.name).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// Deletes a version; if it was the default, the deployment has none after.
+    pub async fn delete_version(
+        &self,
+        deployment: DeploymentRef<'_>,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        lock_deployment(&mut tx, deployment).await?;
+        sqlx::query_scalar!(
+            "DELETE FROM versions WHERE deployment_id = $1 AND name = $2 RETURNING id",
+            deployment.id,
+            name,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| version_not_found(name))?;
+        record(
+            &mut tx,
+            version_event(
+                deployment,
+                AuditAction::Delete,
+                actor,
+                format!("Deleted version {name} for deployment {}", deployment.name),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
