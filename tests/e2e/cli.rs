@@ -307,6 +307,7 @@ fn bad_configuration_stops_the_start_naming_the_variable() {
         ("UBIOPS_BOOTSTRAP_EMAIL", "nobody@example.com"),
         ("UBIOPS_DATABASE_POOL_SIZE", "many"),
         ("UBIOPS_EXTRA_INSTANCE_TYPES", "huge"),
+        ("UBIOPS_SECRET_KEY", "not-a-key"),
     ];
     for (variable, value) in cases {
         let mut process = command(dir.path())
@@ -340,4 +341,123 @@ fn token_create_validates_its_arguments() {
         run(command(dir.path()).args(["token", "create", "--email", "a@b.c", "--project", "Bad"]));
     assert!(!bad_project.status.success());
     assert!(String::from_utf8_lossy(&bad_project.stderr).contains("--project"));
+}
+
+fn pg_dump() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("pg_dump"))
+        .find(|path| path.exists());
+    on_path
+        .or_else(|| {
+            let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()?
+                .flatten()
+                .map(|entry| entry.path().join("bin/pg_dump"))
+                .filter(|path| path.exists())
+                .collect();
+            found.sort();
+            found.pop()
+        })
+        .expect("pg_dump from the PostgreSQL packages")
+}
+
+#[test]
+fn secrets_stay_out_of_responses_dumps_logs_and_audit_events() {
+    let dir = data_dir();
+    let token = "secrets-test-token-0123456789";
+    let server = Server::start(
+        dir.path(),
+        &[("UBIOPS_BOOTSTRAP_TOKEN", token), ("RUST_LOG", "debug")],
+    );
+    let plaintext = format!("s3cr3t-{}", uuid::Uuid::new_v4().simple());
+    let setup = [
+        ("/projects", json!({"name": "p"})),
+        (
+            "/projects/p/deployments",
+            json!({"name": "d", "input_type": "plain", "output_type": "plain"}),
+        ),
+        (
+            "/projects/p/deployments/d/versions",
+            json!({"version": "v1"}),
+        ),
+        (
+            "/projects/p/environment-variables",
+            json!({"name": "P_SECRET", "value": plaintext, "secret": true}),
+        ),
+        (
+            "/projects/p/deployments/d/environment-variables",
+            json!({"name": "D_SECRET", "value": plaintext, "secret": true}),
+        ),
+        (
+            "/projects/p/deployments/d/versions/v1/environment-variables",
+            json!({"name": "V_SECRET", "value": plaintext, "secret": true}),
+        ),
+        (
+            "/projects/p/deployments/d/versions/v1/copy-environment-variables",
+            json!({"source_deployment": "d"}),
+        ),
+    ];
+    let mut responses = String::new();
+    for (path, body) in setup {
+        let response = server.post(token, path, body);
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        responses.push_str(&response.text().unwrap());
+    }
+    for path in [
+        "/projects/p/environment-variables",
+        "/projects/p/deployments/d/environment-variables",
+        "/projects/p/deployments/d/versions/v1/environment-variables",
+        "/projects/p/deployments/d/audit",
+    ] {
+        responses.push_str(&server.get(token, path).text().unwrap());
+    }
+    assert!(responses.contains("V_SECRET") && responses.contains("Created environment variable"));
+    assert!(
+        !responses.contains(&plaintext),
+        "a response carried the secret: {responses}"
+    );
+
+    let url = ubiops_embedded_postgres::running_cluster_url(&dir.path().join("postgres"), "ubiops")
+        .unwrap();
+    let dump = Command::new(pg_dump())
+        .arg("--dbname")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains("D_SECRET"),
+        "the dump holds the variables table"
+    );
+    assert!(
+        !dump.contains(&plaintext),
+        "the secret is in the database dump in plain text"
+    );
+
+    let key_file = dir.path().join("secret.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let (status, log) = server.terminate();
+    assert!(status.success());
+    assert!(
+        log.contains("V_SECRET") || log.contains("environment-variables"),
+        "the log has the requests"
+    );
+    assert!(!log.contains(&plaintext), "the secret reached the log");
+    assert!(!log.contains(token), "the token reached the log");
 }

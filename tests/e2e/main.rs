@@ -8,4 +8,5 @@ mod cli;
 mod deployments;
 mod projects;
 mod routing;
+mod variables;
 mod versions;

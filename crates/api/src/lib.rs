@@ -14,6 +14,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use ubiops_domain::secrets::Keyring;
 use ubiops_domain::version::InstanceTypeCatalog;
 use ubiops_storage::Store;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub organization_name: Arc<str>,
     /// The instance types versions may use.
     pub instance_types: Arc<InstanceTypeCatalog>,
+    /// Seals secret environment variables.
+    pub keyring: Arc<Keyring>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -40,12 +40,14 @@ impl AuditAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectType {
     Deployment,
+    Project,
 }
 
 impl ObjectType {
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectType::Deployment => "deployment",
+            ObjectType::Project => "project",
         }
     }
 }

@@ -7,8 +7,10 @@ pub mod deployment;
 mod error;
 pub mod labels;
 pub mod names;
+pub mod secrets;
 pub mod text;
 pub mod token;
+pub mod variable;
 pub mod version;
 
 pub use error::ValidationError;

@@ -27,6 +27,10 @@ pub struct Config {
     pub organization_name: String,
     pub database_pool_size: u32,
     pub instance_types: InstanceTypeCatalog,
+    /// Hex key that seals secrets; `None`: use `<data dir>/secret.key`.
+    pub secret_key: Option<String>,
+    /// Comma-separated earlier keys, still accepted for opening old secrets.
+    pub previous_secret_keys: String,
 }
 
 /// An admin token whose value the operator chose (`UBIOPS_BOOTSTRAP_TOKEN`).
@@ -67,6 +71,8 @@ impl Config {
                 &var("UBIOPS_EXTRA_INSTANCE_TYPES").unwrap_or_default(),
             )
             .context("UBIOPS_EXTRA_INSTANCE_TYPES")?,
+            secret_key: var("UBIOPS_SECRET_KEY"),
+            previous_secret_keys: var("UBIOPS_PREVIOUS_SECRET_KEYS").unwrap_or_default(),
             data_dir,
         })
     }

@@ -2,6 +2,7 @@
 
 mod config;
 mod database;
+mod keyring;
 mod serve;
 mod storage;
 

@@ -8,9 +8,11 @@ use ubiops_domain::token::{generate_token, hash_token};
 
 use crate::config::{Config, DEFAULT_BOOTSTRAP_EMAIL};
 use crate::database::Database;
+use crate::keyring::load_keyring;
 use crate::storage::open_object_store;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let keyring = load_keyring(&config)?;
     let objects = open_object_store(&config.storage_url)?;
     tracing::info!(storage = %config.storage_url, "object storage ready");
     let _ = objects; // Deployment files arrive with the revisions endpoints.
@@ -32,6 +34,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store: database.store.clone(),
         organization_name: Arc::from(config.organization_name.as_str()),
         instance_types: Arc::new(config.instance_types.clone()),
+        keyring: Arc::new(keyring),
     });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

@@ -7,6 +7,7 @@ mod deployments;
 mod error;
 mod projects;
 mod tokens;
+mod variables;
 mod versions;
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ pub use deployments::Deployment;
 pub use error::StorageError;
 pub use projects::Project;
 pub use tokens::TokenRecord;
+pub use variables::{Variable, VariableScope};
 pub use versions::{DeploymentRef, Version};
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -375,3 +375,17 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// The id of a version, for lookups that only need to know it exists.
+    pub async fn version_id(&self, deployment_id: Uuid, name: &str) -> Result<Uuid> {
+        sqlx::query_scalar!(
+            "SELECT id FROM versions WHERE deployment_id = $1 AND name = $2",
+            deployment_id,
+            name,
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| version_not_found(name))
+    }
+}

@@ -6,6 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
 use ubiops_api::{router, AppState};
+use ubiops_domain::secrets::Keyring;
 use ubiops_domain::token::{generate_token, hash_token};
 use ubiops_domain::version::InstanceTypeCatalog;
 use ubiops_storage::Store;
@@ -67,6 +68,7 @@ impl TestApp {
             store: store.clone(),
             organization_name: Arc::from(ORGANIZATION),
             instance_types: Arc::new(InstanceTypeCatalog::default()),
+            keyring: Arc::new(Keyring::from_hex(&Keyring::generate_key_hex(), &[]).expect("key")),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -4,6 +4,7 @@
 mod audit;
 mod deployments;
 mod projects;
+mod variables;
 mod versions;
 
 use std::any::Any;
@@ -27,6 +28,7 @@ pub fn api_routes(state: AppState) -> Router {
         .merge(deployments::routes())
         .merge(audit::routes())
         .merge(versions::routes())
+        .merge(variables::routes())
         .route_layer(middleware::from_fn(require_project_access));
     let authenticated = Router::new()
         .merge(projects::routes())

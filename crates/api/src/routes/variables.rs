@@ -1,0 +1,269 @@
+//! Environment variables at project, deployment and version scope: one set
+//! of handlers, the scope taken from the path.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use ubiops_domain::variable::{CopyRequest, VariableRequest};
+use ubiops_storage::{Variable, VariableScope};
+use uuid::Uuid;
+
+use super::{authorized_deployment, authorized_project, ResolvedDeployment};
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, PathParams};
+use crate::AppState;
+
+const PROJECT: &str = "/projects/{project_name}";
+const DEPLOYMENT: &str = "/projects/{project_name}/deployments/{deployment_name}";
+const VERSION: &str = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}";
+
+pub fn routes() -> Router<AppState> {
+    let mut router = Router::new();
+    for scope in [PROJECT, DEPLOYMENT, VERSION] {
+        router = router
+            .route(
+                &format!("{scope}/environment-variables"),
+                get(list).post(create),
+            )
+            .route(
+                &format!("{scope}/environment-variables/{{id}}"),
+                get(read).patch(update).delete(delete),
+            );
+    }
+    for scope in [DEPLOYMENT, VERSION] {
+        router = router.route(&format!("{scope}/copy-environment-variables"), post(copy));
+    }
+    router
+}
+
+/// The path parameters of any of the three scopes.
+#[derive(Deserialize)]
+struct ScopePath {
+    project_name: String,
+    deployment_name: Option<String>,
+    version: Option<String>,
+    id: Option<String>,
+}
+
+/// A scope resolved to ids (owned, so handlers can lend it to storage).
+enum ResolvedScope {
+    Project {
+        project_id: Uuid,
+        project_name: String,
+    },
+    Deployment(ResolvedDeployment),
+    Version {
+        deployment: ResolvedDeployment,
+        version_id: Uuid,
+        version_name: String,
+    },
+}
+
+impl ResolvedScope {
+    fn as_scope(&self) -> VariableScope<'_> {
+        match self {
+            ResolvedScope::Project {
+                project_id,
+                project_name,
+            } => VariableScope::Project {
+                project_id: *project_id,
+                project_name,
+            },
+            ResolvedScope::Deployment(deployment) => VariableScope::Deployment(deployment.as_ref()),
+            ResolvedScope::Version {
+                deployment,
+                version_id,
+                version_name,
+            } => VariableScope::Version {
+                deployment: deployment.as_ref(),
+                version_id: *version_id,
+                version_name,
+            },
+        }
+    }
+}
+
+async fn resolve(
+    state: &AppState,
+    principal: &Principal,
+    project_name: &str,
+    deployment_name: Option<&str>,
+    version: Option<&str>,
+) -> ApiResult<ResolvedScope> {
+    let Some(deployment_name) = deployment_name else {
+        let project = authorized_project(state, principal, project_name).await?;
+        return Ok(ResolvedScope::Project {
+            project_id: project.id,
+            project_name: project.name,
+        });
+    };
+    let deployment = authorized_deployment(state, principal, project_name, deployment_name).await?;
+    let Some(version) = version else {
+        return Ok(ResolvedScope::Deployment(deployment));
+    };
+    let version_id = state.store.version_id(deployment.id, version).await?;
+    Ok(ResolvedScope::Version {
+        deployment,
+        version_id,
+        version_name: version.to_owned(),
+    })
+}
+
+impl ScopePath {
+    async fn resolve(&self, state: &AppState, principal: &Principal) -> ApiResult<ResolvedScope> {
+        resolve(
+            state,
+            principal,
+            &self.project_name,
+            self.deployment_name.as_deref(),
+            self.version.as_deref(),
+        )
+        .await
+    }
+
+    /// A malformed id cannot name any variable: 404 like an unknown one.
+    fn id(&self) -> ApiResult<Uuid> {
+        self.id
+            .as_deref()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .ok_or_else(|| ApiError::not_found("Environment variable not found"))
+    }
+}
+
+/// One shape for every response: `inheritance_*` are null for a scope's own
+/// variables (and for create, get, update and copy, which only see those).
+#[derive(Serialize)]
+struct VariableResponse {
+    id: Uuid,
+    name: String,
+    value: Option<String>,
+    secret: bool,
+    inheritance_type: Option<&'static str>,
+    inheritance_name: Option<String>,
+}
+
+impl From<Variable> for VariableResponse {
+    fn from(variable: Variable) -> Self {
+        let (inheritance_type, inheritance_name) = match variable.inherited_from {
+            Some((level, name)) => (Some(level.inheritance_type()), Some(name)),
+            None => (None, None),
+        };
+        VariableResponse {
+            id: variable.id,
+            name: variable.name,
+            value: variable.value,
+            secret: variable.secret,
+            inheritance_type,
+            inheritance_name,
+        }
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<ScopePath>,
+) -> ApiResult<Json<Vec<VariableResponse>>> {
+    let scope = path.resolve(&state, &principal).await?;
+    let variables = state.store.list_variables(scope.as_scope()).await?;
+    Ok(Json(variables.into_iter().map(Into::into).collect()))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<ScopePath>,
+    JsonBody(body): JsonBody<VariableRequest>,
+) -> ApiResult<(StatusCode, Json<VariableResponse>)> {
+    let scope = path.resolve(&state, &principal).await?;
+    let variable = body.validate()?;
+    let created = state
+        .store
+        .create_variable(
+            scope.as_scope(),
+            &variable,
+            &state.keyring,
+            &principal.actor,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<ScopePath>,
+) -> ApiResult<Json<VariableResponse>> {
+    let scope = path.resolve(&state, &principal).await?;
+    let variable = state
+        .store
+        .get_variable(scope.as_scope(), path.id()?)
+        .await?;
+    Ok(Json(variable.into()))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<ScopePath>,
+    JsonBody(body): JsonBody<VariableRequest>,
+) -> ApiResult<Json<VariableResponse>> {
+    let scope = path.resolve(&state, &principal).await?;
+    let id = path.id()?;
+    let variable = body.validate()?;
+    let updated = state
+        .store
+        .update_variable(
+            scope.as_scope(),
+            id,
+            &variable,
+            &state.keyring,
+            &principal.actor,
+        )
+        .await?;
+    Ok(Json(updated.into()))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<ScopePath>,
+) -> ApiResult<StatusCode> {
+    let scope = path.resolve(&state, &principal).await?;
+    state
+        .store
+        .delete_variable(scope.as_scope(), path.id()?, &principal.actor)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The source is named in the body and must be in the target's project.
+async fn copy(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<ScopePath>,
+    JsonBody(body): JsonBody<CopyRequest>,
+) -> ApiResult<Json<Vec<VariableResponse>>> {
+    let target = path.resolve(&state, &principal).await?;
+    let source = resolve(
+        &state,
+        &principal,
+        &path.project_name,
+        Some(&body.source_deployment),
+        body.source_version.as_deref(),
+    )
+    .await?;
+    let copied = state
+        .store
+        .copy_variables(
+            source.as_scope(),
+            target.as_scope(),
+            &state.keyring,
+            &principal.actor,
+        )
+        .await?;
+    Ok(Json(copied.into_iter().map(Into::into).collect()))
+}

@@ -1,0 +1,466 @@
+//! Environment variables: one mechanism at three scopes. A scope is a
+//! (project, deployment?, version?) triple; a list at a scope also shows what
+//! it inherits from the less specific scopes, unless shadowed by name.
+
+use std::collections::HashMap;
+
+use sqlx::PgConnection;
+use ubiops_domain::audit::{AuditAction, ObjectType};
+use ubiops_domain::secrets::{Keyring, Sealed};
+use ubiops_domain::variable::{check_secret_change, NewVariable, ScopeLevel};
+use uuid::Uuid;
+
+use crate::audit::{record, NewAuditEvent};
+use crate::error::{corrupt, on_unique_violation};
+use crate::versions::DeploymentRef;
+use crate::{Actor, Result, StorageError, Store};
+
+/// Where variables are read or written.
+#[derive(Debug, Clone, Copy)]
+pub enum VariableScope<'a> {
+    Project {
+        project_id: Uuid,
+        project_name: &'a str,
+    },
+    Deployment(DeploymentRef<'a>),
+    Version {
+        deployment: DeploymentRef<'a>,
+        version_id: Uuid,
+        version_name: &'a str,
+    },
+}
+
+impl VariableScope<'_> {
+    fn project_id(&self) -> Uuid {
+        match self {
+            VariableScope::Project { project_id, .. } => *project_id,
+            VariableScope::Deployment(deployment) | VariableScope::Version { deployment, .. } => {
+                deployment.project_id
+            }
+        }
+    }
+
+    fn deployment_id(&self) -> Option<Uuid> {
+        match self {
+            VariableScope::Project { .. } => None,
+            VariableScope::Deployment(deployment) | VariableScope::Version { deployment, .. } => {
+                Some(deployment.id)
+            }
+        }
+    }
+
+    fn version_id(&self) -> Option<Uuid> {
+        match self {
+            VariableScope::Version { version_id, .. } => Some(*version_id),
+            _ => None,
+        }
+    }
+
+    fn level(&self) -> ScopeLevel {
+        match self {
+            VariableScope::Project { .. } => ScopeLevel::Project,
+            VariableScope::Deployment(_) => ScopeLevel::Deployment,
+            VariableScope::Version { .. } => ScopeLevel::Version,
+        }
+    }
+
+    /// "deployment d", "version v of deployment d" or "project p", for events.
+    fn describe(&self) -> String {
+        match self {
+            VariableScope::Project { project_name, .. } => format!("project {project_name}"),
+            VariableScope::Deployment(deployment) => format!("deployment {}", deployment.name),
+            VariableScope::Version {
+                deployment,
+                version_name,
+                ..
+            } => format!("version {version_name} of deployment {}", deployment.name),
+        }
+    }
+
+    /// Events of deployment and version variables show in the deployment's
+    /// audit list; project variables belong to no deployment.
+    fn event<'a>(
+        &'a self,
+        action: AuditAction,
+        actor: &'a Actor,
+        event: String,
+    ) -> NewAuditEvent<'a> {
+        let deployment = match self {
+            VariableScope::Project { .. } => None,
+            VariableScope::Deployment(deployment) | VariableScope::Version { deployment, .. } => {
+                Some(deployment)
+            }
+        };
+        NewAuditEvent {
+            project_id: self.project_id(),
+            deployment_id: deployment.map(|d| d.id),
+            action,
+            actor,
+            event,
+            object_type: if deployment.is_some() {
+                ObjectType::Deployment
+            } else {
+                ObjectType::Project
+            },
+            object_id: Some(deployment.map_or(self.project_id(), |d| d.id)),
+            object_name: Some(match self {
+                VariableScope::Project { project_name, .. } => project_name,
+                VariableScope::Deployment(deployment)
+                | VariableScope::Version { deployment, .. } => deployment.name,
+            }),
+        }
+    }
+}
+
+/// A variable as responses show it: never a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variable {
+    pub id: Uuid,
+    pub name: String,
+    /// `None` for secrets.
+    pub value: Option<String>,
+    pub secret: bool,
+    /// For an inherited variable: the level it comes from and that object's name.
+    pub inherited_from: Option<(ScopeLevel, String)>,
+}
+
+fn variable_not_found() -> StorageError {
+    StorageError::NotFound("Environment variable not found".to_owned())
+}
+
+fn duplicate_variable(name: &str, scope: &VariableScope<'_>) -> String {
+    format!(
+        "A variable named '{name}' already exists for {}",
+        scope.describe()
+    )
+}
+
+/// Value columns for a variable: plain text, or sealed with the current key.
+struct StoredValue {
+    value: Option<String>,
+    sealed_value: Option<Vec<u8>>,
+    key_id: Option<String>,
+}
+
+impl StoredValue {
+    fn new(value: &str, secret: bool, keyring: &Keyring) -> Self {
+        if secret {
+            let sealed = keyring.seal(value);
+            StoredValue {
+                value: None,
+                sealed_value: Some(sealed.bytes),
+                key_id: Some(sealed.key_id),
+            }
+        } else {
+            StoredValue {
+                value: Some(value.to_owned()),
+                sealed_value: None,
+                key_id: None,
+            }
+        }
+    }
+}
+
+fn visible(id: Uuid, name: String, secret: bool, value: Option<String>) -> Variable {
+    Variable {
+        id,
+        name,
+        value: if secret { None } else { value },
+        secret,
+        inherited_from: None,
+    }
+}
+
+async fn fetch_own(
+    conn: &mut PgConnection,
+    scope: &VariableScope<'_>,
+    id: Uuid,
+) -> Result<Variable> {
+    let row = sqlx::query!(
+        "SELECT id, name, secret, value FROM environment_variables
+         WHERE id = $1 AND project_id = $2
+           AND deployment_id IS NOT DISTINCT FROM $3 AND version_id IS NOT DISTINCT FROM $4",
+        id,
+        scope.project_id(),
+        scope.deployment_id(),
+        scope.version_id(),
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(variable_not_found)?;
+    Ok(visible(row.id, row.name, row.secret, row.value))
+}
+
+impl Store {
+    /// The scope's own variables plus every inherited one that no more
+    /// specific variable of the same name shadows, ordered by name.
+    pub async fn list_variables(&self, scope: VariableScope<'_>) -> Result<Vec<Variable>> {
+        let rows = sqlx::query!(
+            r#"SELECT DISTINCT ON (ev.name)
+                   ev.id, ev.name, ev.secret, ev.value, p.name AS project_name,
+                   d.name AS "deployment_name?",
+                   CASE WHEN ev.version_id IS NOT NULL THEN 2
+                        WHEN ev.deployment_id IS NOT NULL THEN 1 ELSE 0 END AS "depth!"
+               FROM environment_variables ev
+               JOIN projects p ON p.id = ev.project_id
+               LEFT JOIN deployments d ON d.id = ev.deployment_id
+               WHERE ev.project_id = $1
+                 AND (ev.deployment_id IS NULL
+                      OR (ev.deployment_id = $2 AND ev.version_id IS NULL)
+                      OR ev.version_id = $3)
+               ORDER BY ev.name, 7 DESC"#,
+            scope.project_id(),
+            scope.deployment_id(),
+            scope.version_id(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let level = ScopeLevel::from_depth(row.depth)
+                    .ok_or_else(|| corrupt("variable depth", &row.depth.to_string(), row.id))?;
+                let mut variable = visible(row.id, row.name, row.secret, row.value);
+                if level < scope.level() {
+                    let from = match level {
+                        ScopeLevel::Project => row.project_name,
+                        _ => row.deployment_name.unwrap_or_default(),
+                    };
+                    variable.inherited_from = Some((level, from));
+                }
+                Ok(variable)
+            })
+            .collect()
+    }
+
+    /// One of the scope's own variables (an inherited id is not found here).
+    pub async fn get_variable(&self, scope: VariableScope<'_>, id: Uuid) -> Result<Variable> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_own(&mut conn, &scope, id).await
+    }
+
+    pub async fn create_variable(
+        &self,
+        scope: VariableScope<'_>,
+        variable: &NewVariable,
+        keyring: &Keyring,
+        actor: &Actor,
+    ) -> Result<Variable> {
+        let stored = StoredValue::new(&variable.value, variable.secret, keyring);
+        let mut tx = self.pool.begin().await?;
+        let id = Uuid::new_v4();
+        sqlx::query!(
+            "INSERT INTO environment_variables
+                 (id, project_id, deployment_id, version_id, name, secret, value, sealed_value, key_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            id,
+            scope.project_id(),
+            scope.deployment_id(),
+            scope.version_id(),
+            variable.name,
+            variable.secret,
+            stored.value,
+            stored.sealed_value,
+            stored.key_id,
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| on_unique_violation(e, || duplicate_variable(&variable.name, &scope)))?;
+        let event = format!(
+            "Created environment variable {} for {}",
+            variable.name,
+            scope.describe()
+        );
+        record(&mut tx, scope.event(AuditAction::Create, actor, event)).await?;
+        tx.commit().await?;
+        Ok(visible(
+            id,
+            variable.name.clone(),
+            variable.secret,
+            Some(variable.value.clone()),
+        ))
+    }
+
+    /// Replaces name, value and secret flag; a secret never becomes non-secret.
+    pub async fn update_variable(
+        &self,
+        scope: VariableScope<'_>,
+        id: Uuid,
+        variable: &NewVariable,
+        keyring: &Keyring,
+        actor: &Actor,
+    ) -> Result<Variable> {
+        let mut tx = self.pool.begin().await?;
+        let current = sqlx::query!(
+            "SELECT name, secret FROM environment_variables
+             WHERE id = $1 AND project_id = $2
+               AND deployment_id IS NOT DISTINCT FROM $3 AND version_id IS NOT DISTINCT FROM $4
+             FOR UPDATE",
+            id,
+            scope.project_id(),
+            scope.deployment_id(),
+            scope.version_id(),
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(variable_not_found)?;
+        check_secret_change(current.secret, variable.secret)
+            .map_err(|e| StorageError::Rejected(e.message().to_owned()))?;
+        let stored = StoredValue::new(&variable.value, variable.secret, keyring);
+        sqlx::query!(
+            "UPDATE environment_variables
+             SET name = $2, secret = $3, value = $4, sealed_value = $5, key_id = $6, last_updated = now()
+             WHERE id = $1",
+            id,
+            variable.name,
+            variable.secret,
+            stored.value,
+            stored.sealed_value,
+            stored.key_id,
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| on_unique_violation(e, || duplicate_variable(&variable.name, &scope)))?;
+        let event = if current.name != variable.name {
+            format!(
+                "Renamed environment variable {} to {} for {}",
+                current.name,
+                variable.name,
+                scope.describe()
+            )
+        } else {
+            format!(
+                "Updated environment variable {} for {}",
+                variable.name,
+                scope.describe()
+            )
+        };
+        record(&mut tx, scope.event(AuditAction::Update, actor, event)).await?;
+        tx.commit().await?;
+        Ok(visible(
+            id,
+            variable.name.clone(),
+            variable.secret,
+            Some(variable.value.clone()),
+        ))
+    }
+
+    pub async fn delete_variable(
+        &self,
+        scope: VariableScope<'_>,
+        id: Uuid,
+        actor: &Actor,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let name = sqlx::query_scalar!(
+            "DELETE FROM environment_variables
+             WHERE id = $1 AND project_id = $2
+               AND deployment_id IS NOT DISTINCT FROM $3 AND version_id IS NOT DISTINCT FROM $4
+             RETURNING name",
+            id,
+            scope.project_id(),
+            scope.deployment_id(),
+            scope.version_id(),
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(variable_not_found)?;
+        let event = format!(
+            "Deleted environment variable {name} for {}",
+            scope.describe()
+        );
+        record(&mut tx, scope.event(AuditAction::Delete, actor, event)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Copies the source scope's own variables (secrets included, re-sealed
+    /// with the current key) into the target, overwriting same-name target
+    /// variables. A target secret stays secret even if the source's variable
+    /// is not. Returns only the copied variables, as the target now has them.
+    pub async fn copy_variables(
+        &self,
+        source: VariableScope<'_>,
+        target: VariableScope<'_>,
+        keyring: &Keyring,
+        actor: &Actor,
+    ) -> Result<Vec<Variable>> {
+        let mut tx = self.pool.begin().await?;
+        let sources = sqlx::query!(
+            "SELECT id, name, secret, value, sealed_value, key_id FROM environment_variables
+             WHERE project_id = $1
+               AND deployment_id IS NOT DISTINCT FROM $2 AND version_id IS NOT DISTINCT FROM $3
+             ORDER BY name",
+            source.project_id(),
+            source.deployment_id(),
+            source.version_id(),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let existing: HashMap<String, (Uuid, bool)> = sqlx::query!(
+            "SELECT id, name, secret FROM environment_variables
+             WHERE project_id = $1
+               AND deployment_id IS NOT DISTINCT FROM $2 AND version_id IS NOT DISTINCT FROM $3
+             FOR UPDATE",
+            target.project_id(),
+            target.deployment_id(),
+            target.version_id(),
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|row| (row.name, (row.id, row.secret)))
+        .collect();
+
+        let mut copied = Vec::with_capacity(sources.len());
+        for row in sources {
+            let plaintext = match (row.value, row.sealed_value, row.key_id) {
+                (Some(value), None, None) => value,
+                (None, Some(bytes), Some(key_id)) => keyring
+                    .open(&Sealed { key_id, bytes })
+                    .map_err(|e| StorageError::Database(sqlx::Error::Decode(e.into())))?,
+                _ => return Err(corrupt("variable value", &row.name, row.id)),
+            };
+            let (id, secret) = match existing.get(&row.name) {
+                Some((id, was_secret)) => (*id, row.secret || *was_secret),
+                None => (Uuid::new_v4(), row.secret),
+            };
+            let stored = StoredValue::new(&plaintext, secret, keyring);
+            sqlx::query!(
+                "INSERT INTO environment_variables
+                     (id, project_id, deployment_id, version_id, name, secret, value, sealed_value, key_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (id) DO UPDATE SET
+                     secret = EXCLUDED.secret, value = EXCLUDED.value,
+                     sealed_value = EXCLUDED.sealed_value, key_id = EXCLUDED.key_id,
+                     last_updated = now()",
+                id,
+                target.project_id(),
+                target.deployment_id(),
+                target.version_id(),
+                row.name,
+                secret,
+                stored.value,
+                stored.sealed_value,
+                stored.key_id,
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                on_unique_violation(e, || {
+                    format!("Variable '{}' was created in the target while copying: please retry", row.name)
+                })
+            })?;
+            copied.push(visible(id, row.name, secret, Some(plaintext)));
+        }
+        let names: Vec<&str> = copied.iter().map(|v| v.name.as_str()).collect();
+        let event = format!(
+            "Copied environment variables [{}] from {} to {}",
+            names.join(", "),
+            source.describe(),
+            target.describe()
+        );
+        record(&mut tx, target.event(AuditAction::Update, actor, event)).await?;
+        tx.commit().await?;
+        Ok(copied)
+    }
+}
