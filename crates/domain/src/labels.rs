@@ -96,6 +96,15 @@ impl LabelFilter {
         self.pairs.iter().map(|(_, value)| value.clone()).collect()
     }
 
+    /// An optional filter as two parallel arrays (keys, values), the shape SQL
+    /// takes it in; both `None` for no filter.
+    pub fn as_arrays(filter: Option<&Self>) -> (Option<Vec<String>>, Option<Vec<String>>) {
+        match filter {
+            Some(filter) => (Some(filter.keys()), Some(filter.values())),
+            None => (None, None),
+        }
+    }
+
     pub fn matches(&self, labels: &Labels) -> bool {
         self.pairs
             .iter()

@@ -158,10 +158,7 @@ impl Store {
         project_id: Uuid,
         filter: Option<&LabelFilter>,
     ) -> Result<Vec<Deployment>> {
-        let (keys, values) = match filter {
-            Some(filter) => (Some(filter.keys()), Some(filter.values())),
-            None => (None, None),
-        };
+        let (keys, values) = LabelFilter::as_arrays(filter);
         let rows = sqlx::query_as!(
             DeploymentRow,
             r#"SELECT d.id, d.project_id, d.name, d.description, d.input_type, d.output_type,

@@ -191,6 +191,39 @@ async fn fetch_own(
     Ok(visible(row.id, row.name, row.secret, row.value))
 }
 
+/// Inserts a variable, or replaces the value and secret flag of the one with
+/// this id (copy overwrites in place).
+async fn write_variable(
+    conn: &mut PgConnection,
+    scope: &VariableScope<'_>,
+    id: Uuid,
+    name: &str,
+    secret: bool,
+    stored: &StoredValue,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO environment_variables
+             (id, project_id, deployment_id, version_id, name, secret, value, sealed_value, key_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (id) DO UPDATE SET
+             secret = EXCLUDED.secret, value = EXCLUDED.value,
+             sealed_value = EXCLUDED.sealed_value, key_id = EXCLUDED.key_id,
+             last_updated = now()",
+        id,
+        scope.project_id(),
+        scope.deployment_id(),
+        scope.version_id(),
+        name,
+        secret,
+        stored.value,
+        stored.sealed_value,
+        stored.key_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// The scope's own variables plus every inherited one that no more
     /// specific variable of the same name shadows, ordered by name.
@@ -248,21 +281,14 @@ impl Store {
         let stored = StoredValue::new(&variable.value, variable.secret, keyring);
         let mut tx = self.pool.begin().await?;
         let id = Uuid::new_v4();
-        sqlx::query!(
-            "INSERT INTO environment_variables
-                 (id, project_id, deployment_id, version_id, name, secret, value, sealed_value, key_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        write_variable(
+            &mut tx,
+            &scope,
             id,
-            scope.project_id(),
-            scope.deployment_id(),
-            scope.version_id(),
-            variable.name,
+            &variable.name,
             variable.secret,
-            stored.value,
-            stored.sealed_value,
-            stored.key_id,
+            &stored,
         )
-        .execute(&mut *tx)
         .await
         .map_err(|e| on_unique_violation(e, || duplicate_variable(&variable.name, &scope)))?;
         let event = format!(
@@ -425,31 +451,16 @@ impl Store {
                 None => (Uuid::new_v4(), row.secret),
             };
             let stored = StoredValue::new(&plaintext, secret, keyring);
-            sqlx::query!(
-                "INSERT INTO environment_variables
-                     (id, project_id, deployment_id, version_id, name, secret, value, sealed_value, key_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (id) DO UPDATE SET
-                     secret = EXCLUDED.secret, value = EXCLUDED.value,
-                     sealed_value = EXCLUDED.sealed_value, key_id = EXCLUDED.key_id,
-                     last_updated = now()",
-                id,
-                target.project_id(),
-                target.deployment_id(),
-                target.version_id(),
-                row.name,
-                secret,
-                stored.value,
-                stored.sealed_value,
-                stored.key_id,
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                on_unique_violation(e, || {
-                    format!("Variable '{}' was created in the target while copying: please retry", row.name)
-                })
-            })?;
+            write_variable(&mut tx, &target, id, &row.name, secret, &stored)
+                .await
+                .map_err(|e| {
+                    on_unique_violation(e, || {
+                        format!(
+                            "Variable '{}' was created in the target while copying: please retry",
+                            row.name
+                        )
+                    })
+                })?;
             copied.push(visible(id, row.name, secret, Some(plaintext)));
         }
         let names: Vec<&str> = copied.iter().map(|v| v.name.as_str()).collect();

@@ -253,10 +253,7 @@ impl Store {
         deployment_id: Uuid,
         filter: Option<&LabelFilter>,
     ) -> Result<Vec<Version>> {
-        let (keys, values) = match filter {
-            Some(filter) => (Some(filter.keys()), Some(filter.values())),
-            None => (None, None),
-        };
+        let (keys, values) = LabelFilter::as_arrays(filter);
         let rows = sqlx::query_as!(
             VersionRow,
             r#"SELECT id, deployment_id, name, description, language, instance_type, memory_allocation,
