@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod builds;
 mod cli;
 mod deployments;
 mod projects;

@@ -77,6 +77,25 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<ubiops_files::FileError> for ApiError {
+    fn from(error: ubiops_files::FileError) -> Self {
+        match error {
+            ubiops_files::FileError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "object storage unavailable");
+                ApiError::Unavailable
+            }
+            ubiops_files::FileError::NotFound => {
+                tracing::error!("a stored deployment file is missing from object storage");
+                ApiError::not_found("The stored deployment file is missing")
+            }
+            other => {
+                tracing::error!(error = %other, "file storage error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
 /// axum's own rejections carry a good status and message, but as plain text:
 /// keep both and send them as our JSON error body.
 macro_rules! from_rejection {

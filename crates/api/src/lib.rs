@@ -16,6 +16,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use ubiops_domain::secrets::Keyring;
 use ubiops_domain::version::InstanceTypeCatalog;
+use ubiops_files::FileStore;
 use ubiops_storage::Store;
 
 pub use auth::Principal;
@@ -31,6 +32,23 @@ pub struct AppState {
     pub instance_types: Arc<InstanceTypeCatalog>,
     /// Seals secret environment variables.
     pub keyring: Arc<Keyring>,
+    /// Where deployment files are stored.
+    pub files: FileStore,
+    /// The largest deployment file accepted, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+impl AppState {
+    /// Deletes the stored files of rows just deleted, without making the
+    /// request wait; what fails stays queued for the worker's next sweep.
+    pub fn purge_deleted_files(&self) {
+        let (store, files) = (self.store.clone(), self.files.clone());
+        tokio::spawn(async move {
+            if let Err(error) = ubiops_files::purge_deleted_objects(&store, &files).await {
+                tracing::warn!(%error, "could not purge deleted files; the sweep will retry");
+            }
+        });
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -31,6 +31,9 @@ pub struct Config {
     pub secret_key: Option<String>,
     /// Comma-separated earlier keys, still accepted for opening old secrets.
     pub previous_secret_keys: String,
+    /// Concurrent builds run inside `serve` (0: leave builds to `worker`).
+    pub build_workers: usize,
+    pub max_upload_bytes: u64,
 }
 
 /// An admin token whose value the operator chose (`UBIOPS_BOOTSTRAP_TOKEN`).
@@ -73,6 +76,9 @@ impl Config {
             .context("UBIOPS_EXTRA_INSTANCE_TYPES")?,
             secret_key: var("UBIOPS_SECRET_KEY"),
             previous_secret_keys: var("UBIOPS_PREVIOUS_SECRET_KEYS").unwrap_or_default(),
+            build_workers: parse("UBIOPS_BUILD_WORKERS", "2")?,
+            max_upload_bytes: parse::<u64>("UBIOPS_MAX_UPLOAD_MB", "2048")?
+                .saturating_mul(1024 * 1024),
             data_dir,
         })
     }

@@ -4,7 +4,6 @@ mod config;
 mod database;
 mod keyring;
 mod serve;
-mod storage;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -35,8 +34,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the API (the default).
+    /// Serve the API, with build workers inside (the default).
     Serve,
+    /// Run build workers only, against the same database and storage as the API.
+    Worker,
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve::serve(Config::from_env()?).await,
+            Command::Worker => serve::work(Config::from_env()?).await,
             Command::Token {
                 command: TokenCommand::Create { email, projects },
             } => create_token(&email, projects).await,

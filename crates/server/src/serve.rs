@@ -1,21 +1,24 @@
-//! `ubiops-server serve`: the HTTP server, until SIGINT or SIGTERM.
+//! `ubiops-server serve` (the HTTP API, with build workers inside) and
+//! `ubiops-server worker` (build workers only, to scale builds apart from the
+//! API), both until SIGINT or SIGTERM.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use tokio::sync::watch;
 use ubiops_api::{router, AppState};
 use ubiops_domain::token::{generate_token, hash_token};
+use ubiops_files::FileStore;
+use ubiops_worker::WorkerConfig;
 
 use crate::config::{Config, DEFAULT_BOOTSTRAP_EMAIL};
 use crate::database::Database;
 use crate::keyring::load_keyring;
-use crate::storage::open_object_store;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let keyring = load_keyring(&config)?;
-    let objects = open_object_store(&config.storage_url)?;
+    let files = FileStore::open(&config.storage_url).context("UBIOPS_STORAGE_URL")?;
     tracing::info!(storage = %config.storage_url, "object storage ready");
-    let _ = objects; // Deployment files arrive with the revisions endpoints.
 
     let database = Database::open(
         config.database_url.as_deref(),
@@ -30,18 +33,68 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("UBIOPS_LISTEN: cannot listen on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
 
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let workers = (config.build_workers > 0).then(|| {
+        tracing::info!(slots = config.build_workers, "build workers running");
+        tokio::spawn(ubiops_worker::run(
+            database.store.clone(),
+            files.clone(),
+            worker_config(&config, config.build_workers),
+            stopping.clone(),
+        ))
+    });
     let app = router(AppState {
         store: database.store.clone(),
         organization_name: Arc::from(config.organization_name.as_str()),
         instance_types: Arc::new(config.instance_types.clone()),
         keyring: Arc::new(keyring),
+        files,
+        max_upload_bytes: config.max_upload_bytes,
     });
+    let mut until_stopped = stopping.clone();
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            let _ = until_stopped.wait_for(|stop| *stop).await;
+        })
         .await;
     tracing::info!("HTTP server stopped; in-flight requests have finished");
+    if let Some(workers) = workers {
+        let _ = workers.await;
+        tracing::info!("build workers stopped");
+    }
     database.close().await?;
     served.context("HTTP server failed")
+}
+
+/// `ubiops-server worker`: only build workers, against the same database and
+/// object storage as the API servers.
+pub async fn work(config: Config) -> anyhow::Result<()> {
+    let files = FileStore::open(&config.storage_url).context("UBIOPS_STORAGE_URL")?;
+    let database = Database::open(config.database_url.as_deref(), &config.data_dir, 4).await?;
+    let slots = config.build_workers.max(1);
+    tracing::info!(slots, "build worker running");
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    ubiops_worker::run(
+        database.store.clone(),
+        files,
+        worker_config(&config, slots),
+        stopping,
+    )
+    .await;
+    tracing::info!("build worker stopped");
+    database.close().await
+}
+
+fn worker_config(config: &Config, slots: usize) -> WorkerConfig {
+    WorkerConfig::new(slots, config.data_dir.join("builds"))
 }
 
 /// The bootstrap token from the environment, and on a first start without any

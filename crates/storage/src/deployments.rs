@@ -252,6 +252,18 @@ impl Store {
         actor: &Actor,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "INSERT INTO object_deletions (object_key)
+             SELECT r.object_key FROM revisions r
+             JOIN versions v ON v.id = r.version_id
+             JOIN deployments d ON d.id = v.deployment_id
+             WHERE d.project_id = $1 AND d.name = $2
+             ON CONFLICT DO NOTHING",
+            project_id,
+            name,
+        )
+        .execute(&mut *tx)
+        .await?;
         let id = sqlx::query_scalar!(
             "DELETE FROM deployments WHERE project_id = $1 AND name = $2 RETURNING id",
             project_id,

@@ -3,9 +3,11 @@
 //! one row (an object and its audit event, say) runs in one transaction.
 
 mod audit;
+mod builds;
 mod deployments;
 mod error;
 mod projects;
+mod revisions;
 mod tokens;
 mod variables;
 mod versions;
@@ -16,9 +18,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 pub use audit::{AuditEvent, NewAuditEvent};
+pub use builds::{BuildOutcome, ClaimedBuild, SERVICE_ACTOR};
 pub use deployments::Deployment;
 pub use error::StorageError;
 pub use projects::Project;
+pub use revisions::{
+    Build, NewRevision, Revision, StoredFile, Trigger, VersionRef, BUILDS_CHANNEL,
+};
 pub use tokens::TokenRecord;
 pub use variables::{Variable, VariableScope};
 pub use versions::{DeploymentRef, Version};

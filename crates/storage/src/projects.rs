@@ -54,12 +54,26 @@ impl Store {
 
     /// Deletes a project and, by cascade, everything in it.
     pub async fn delete_project(&self, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "INSERT INTO object_deletions (object_key)
+             SELECT r.object_key FROM revisions r
+             JOIN versions v ON v.id = r.version_id
+             JOIN deployments d ON d.id = v.deployment_id
+             JOIN projects p ON p.id = d.project_id
+             WHERE p.name = $1
+             ON CONFLICT DO NOTHING",
+            name,
+        )
+        .execute(&mut *tx)
+        .await?;
         let deleted = sqlx::query!("DELETE FROM projects WHERE name = $1", name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if deleted.rows_affected() == 0 {
             return Err(project_not_found(name));
         }
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -350,6 +350,16 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         lock_deployment(&mut tx, deployment).await?;
+        sqlx::query!(
+            "INSERT INTO object_deletions (object_key)
+             SELECT r.object_key FROM revisions r JOIN versions v ON v.id = r.version_id
+             WHERE v.deployment_id = $1 AND v.name = $2
+             ON CONFLICT DO NOTHING",
+            deployment.id,
+            name,
+        )
+        .execute(&mut *tx)
+        .await?;
         sqlx::query_scalar!(
             "DELETE FROM versions WHERE deployment_id = $1 AND name = $2 RETURNING id",
             deployment.id,

@@ -5,21 +5,74 @@ use std::sync::Arc;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
+use tokio::sync::watch;
 use ubiops_api::{router, AppState};
 use ubiops_domain::secrets::Keyring;
 use ubiops_domain::token::{generate_token, hash_token};
 use ubiops_domain::version::InstanceTypeCatalog;
+use ubiops_files::FileStore;
 use ubiops_storage::Store;
+use ubiops_worker::WorkerConfig;
 
 use crate::postgres::{fresh_database, TestDatabase};
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ORGANIZATION: &str = "test-organization";
 
+/// How a test app is set up; `TestApp::spawn` uses the defaults.
+pub struct TestOptions {
+    /// Object storage; `None`: a fresh local directory.
+    pub files: Option<FileStore>,
+    pub max_upload_bytes: u64,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        TestOptions {
+            files: None,
+            max_upload_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Build workers started by a test; stopped when dropped.
+pub struct TestWorker {
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestWorker {
+    /// Stops gracefully: a build in progress goes back to the queue.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops at once, as a crash would: builds in progress keep their lease
+    /// until it expires.
+    pub fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
 /// The real router on a random loopback port, over its own fresh database.
 pub struct TestApp {
     pub address: SocketAddr,
     pub store: Store,
+    pub files: FileStore,
+    _files_dir: tempfile::TempDir,
     /// An all-projects token for `ADMIN_EMAIL`.
     pub admin_token: String,
     client: reqwest::Client,
@@ -54,9 +107,21 @@ impl Drop for TestApp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
+        Self::spawn_with(TestOptions::default()).await
+    }
+
+    pub async fn spawn_with(options: TestOptions) -> Self {
+        let files_dir = tempfile::tempdir().expect("temp dir for files");
+        let files = match options.files {
+            Some(files) => files,
+            None => {
+                FileStore::open(&url::Url::from_directory_path(files_dir.path()).expect("dir URL"))
+                    .expect("local file store")
+            }
+        };
         let database = fresh_database().await;
-        let options = PgConnectOptions::from_str(&database.url).expect("test database URL");
-        let store = Store::connect(options, 8)
+        let connect_options = PgConnectOptions::from_str(&database.url).expect("test database URL");
+        let store = Store::connect(connect_options, 8)
             .await
             .expect("connect to the test database");
         let admin_token = generate_token();
@@ -69,6 +134,8 @@ impl TestApp {
             organization_name: Arc::from(ORGANIZATION),
             instance_types: Arc::new(InstanceTypeCatalog::default()),
             keyring: Arc::new(Keyring::from_hex(&Keyring::generate_key_hex(), &[]).expect("key")),
+            files: files.clone(),
+            max_upload_bytes: options.max_upload_bytes,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -80,10 +147,35 @@ impl TestApp {
         TestApp {
             address,
             store,
+            files,
+            _files_dir: files_dir,
             admin_token,
             client: reqwest::Client::new(),
             server,
             database,
+        }
+    }
+
+    /// Build workers over this app's database and files, with a short lease
+    /// and poll interval so tests see expiry and wake-ups quickly.
+    pub fn start_worker(&self, slots: usize) -> TestWorker {
+        let mut config = WorkerConfig::new(slots, self._files_dir.path().join("builds"));
+        config.lease = std::time::Duration::from_secs(2);
+        config.poll_interval = std::time::Duration::from_millis(100);
+        self.start_worker_with(config)
+    }
+
+    pub fn start_worker_with(&self, config: WorkerConfig) -> TestWorker {
+        let (stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(ubiops_worker::run(
+            self.store.clone(),
+            self.files.clone(),
+            config,
+            stopping,
+        ));
+        TestWorker {
+            stop,
+            task: Some(task),
         }
     }
 

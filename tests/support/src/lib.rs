@@ -11,6 +11,8 @@
 
 mod app;
 mod postgres;
+mod s3;
 
-pub use app::{Response, TestApp};
+pub use app::{Response, TestApp, TestOptions, TestWorker};
 pub use postgres::{fresh_database, TestDatabase};
+pub use s3::s3_file_store;

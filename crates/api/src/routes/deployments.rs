@@ -157,5 +157,6 @@ async fn delete(
         .store
         .delete_deployment(project.id, &deployment_name, &principal.actor)
         .await?;
+    state.purge_deleted_files();
     Ok(StatusCode::NO_CONTENT)
 }

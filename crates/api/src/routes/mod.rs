@@ -4,6 +4,7 @@
 mod audit;
 mod deployments;
 mod projects;
+mod revisions;
 mod variables;
 mod versions;
 
@@ -29,6 +30,7 @@ pub fn api_routes(state: AppState) -> Router {
         .merge(audit::routes())
         .merge(versions::routes())
         .merge(variables::routes())
+        .merge(revisions::routes())
         .route_layer(middleware::from_fn(require_project_access));
     let authenticated = Router::new()
         .merge(projects::routes())

@@ -108,5 +108,6 @@ async fn delete(
 ) -> ApiResult<StatusCode> {
     principal.authorize(&project_name)?;
     state.store.delete_project(&project_name).await?;
+    state.purge_deleted_files();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -187,5 +187,6 @@ async fn delete(
         .store
         .delete_version(deployment.as_ref(), &version, &principal.actor)
         .await?;
+    state.purge_deleted_files();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,639 @@
+//! revisions_file_upload, _file_download, _get, _list, _rebuild, and
+//! builds_get, _list, _update (cancel).
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ubiops_files::FileStore;
+use ubiops_storage::{Build, NewRevision, Revision, StoredFile, Trigger, VersionRef};
+use uuid::Uuid;
+
+use super::{authorized_deployment, ResolvedDeployment};
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, PathParams};
+use crate::AppState;
+
+const VERSION: &str = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}";
+/// An upload's lease is renewed while bytes arrive; if the server dies, the
+/// sweep removes the partial file once the lease has run out.
+const UPLOAD_LEASE: Duration = Duration::from_secs(120);
+const UPLOAD_RENEW_EVERY: Duration = Duration::from_secs(30);
+const ZIP_SIGNATURE: &[u8] = b"PK\x03\x04";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            &format!("{VERSION}/revisions"),
+            get(list_revisions)
+                .post(upload)
+                // The upload enforces its own, configurable limit while streaming.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            &format!("{VERSION}/revisions/{{revision_id}}"),
+            get(read_revision),
+        )
+        .route(
+            &format!("{VERSION}/revisions/{{revision_id}}/download"),
+            get(download),
+        )
+        .route(
+            &format!("{VERSION}/revisions/{{revision_id}}/rebuild"),
+            post(rebuild),
+        )
+        .route(&format!("{VERSION}/builds"), get(list_builds))
+        .route(
+            &format!("{VERSION}/builds/{{build_id}}"),
+            get(read_build).patch(update_build),
+        )
+}
+
+#[derive(Deserialize)]
+struct VersionPath {
+    project_name: String,
+    deployment_name: String,
+    version: String,
+    revision_id: Option<String>,
+    build_id: Option<String>,
+}
+
+struct ResolvedVersion {
+    deployment: ResolvedDeployment,
+    id: Uuid,
+    name: String,
+}
+
+impl ResolvedVersion {
+    fn as_ref(&self) -> VersionRef<'_> {
+        VersionRef {
+            deployment: self.deployment.as_ref(),
+            id: self.id,
+            name: &self.name,
+        }
+    }
+}
+
+impl VersionPath {
+    async fn resolve(&self, state: &AppState, principal: &Principal) -> ApiResult<ResolvedVersion> {
+        let deployment =
+            authorized_deployment(state, principal, &self.project_name, &self.deployment_name)
+                .await?;
+        let id = state.store.version_id(deployment.id, &self.version).await?;
+        Ok(ResolvedVersion {
+            deployment,
+            id,
+            name: self.version.clone(),
+        })
+    }
+
+    /// A malformed id cannot name anything: 404 like an unknown one.
+    fn revision_id(&self) -> ApiResult<Uuid> {
+        parse_id(self.revision_id.as_deref())
+            .ok_or_else(|| ApiError::not_found("Revision not found"))
+    }
+
+    fn build_id(&self) -> ApiResult<Uuid> {
+        parse_id(self.build_id.as_deref()).ok_or_else(|| ApiError::not_found("Build not found"))
+    }
+}
+
+fn parse_id(raw: Option<&str>) -> Option<Uuid> {
+    raw.and_then(|id| Uuid::parse_str(id).ok())
+}
+
+#[derive(Serialize)]
+struct RevisionResponse {
+    id: Uuid,
+    version: String,
+    creation_date: DateTime<Utc>,
+    created_by: String,
+    status: Option<String>,
+    error_message: Option<String>,
+}
+
+impl From<Revision> for RevisionResponse {
+    fn from(r: Revision) -> Self {
+        RevisionResponse {
+            id: r.id,
+            version: r.version,
+            creation_date: r.creation_date,
+            created_by: r.created_by,
+            status: r.status,
+            error_message: r.error_message,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct BuildResponse {
+    id: Uuid,
+    revision: Uuid,
+    creation_date: DateTime<Utc>,
+    status: String,
+    error_message: Option<String>,
+    trigger: String,
+    has_request_method: bool,
+    has_requests_method: bool,
+}
+
+impl From<Build> for BuildResponse {
+    fn from(b: Build) -> Self {
+        BuildResponse {
+            id: b.id,
+            revision: b.revision,
+            creation_date: b.creation_date,
+            status: b.status,
+            error_message: b.error_message,
+            trigger: b.trigger,
+            has_request_method: b.has_request_method,
+            has_requests_method: b.has_requests_method,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct UploadResponse {
+    success: bool,
+    revision: Uuid,
+    build: Uuid,
+}
+
+async fn list_revisions(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<VersionPath>,
+) -> ApiResult<Json<Vec<RevisionResponse>>> {
+    let version = path.resolve(&state, &principal).await?;
+    let revisions = state.store.list_revisions(version.as_ref()).await?;
+    Ok(Json(revisions.into_iter().map(Into::into).collect()))
+}
+
+async fn read_revision(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<VersionPath>,
+) -> ApiResult<Json<RevisionResponse>> {
+    let version = path.resolve(&state, &principal).await?;
+    let revision = state
+        .store
+        .get_revision(version.as_ref(), path.revision_id()?)
+        .await?;
+    Ok(Json(revision.into()))
+}
+
+async fn rebuild(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<VersionPath>,
+) -> ApiResult<(StatusCode, Json<BuildResponse>)> {
+    let version = path.resolve(&state, &principal).await?;
+    let build = state
+        .store
+        .rebuild_revision(version.as_ref(), path.revision_id()?, &principal.actor)
+        .await?;
+    Ok((StatusCode::CREATED, Json(build.into())))
+}
+
+async fn list_builds(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<VersionPath>,
+) -> ApiResult<Json<Vec<BuildResponse>>> {
+    let version = path.resolve(&state, &principal).await?;
+    let builds = state.store.list_builds(version.id).await?;
+    Ok(Json(builds.into_iter().map(Into::into).collect()))
+}
+
+async fn read_build(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<VersionPath>,
+) -> ApiResult<Json<BuildResponse>> {
+    let version = path.resolve(&state, &principal).await?;
+    let build = state.store.get_build(version.id, path.build_id()?).await?;
+    Ok(Json(build.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuildUpdate {
+    status: String,
+}
+
+async fn update_build(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<VersionPath>,
+    JsonBody(body): JsonBody<BuildUpdate>,
+) -> ApiResult<Json<BuildResponse>> {
+    let version = path.resolve(&state, &principal).await?;
+    let build_id = path.build_id()?;
+    if body.status != "cancelled" {
+        return Err(ApiError::bad_request(format!(
+            "A build's status can only be set to 'cancelled', not '{}'",
+            body.status.chars().take(40).collect::<String>()
+        )));
+    }
+    let build = state
+        .store
+        .cancel_build(version.as_ref(), build_id, &principal.actor)
+        .await?;
+    Ok(Json(build.into()))
+}
+
+async fn download(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<VersionPath>,
+) -> ApiResult<Response> {
+    let version = path.resolve(&state, &principal).await?;
+    let file = state
+        .store
+        .revision_file(version.id, path.revision_id()?)
+        .await?;
+    let (size, stream) = state.files.read(&file.object_key).await?;
+    let headers = [
+        (header::CONTENT_TYPE, "application/zip".to_owned()),
+        (header::CONTENT_LENGTH, size.to_string()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{}\"", file.file_name),
+        ),
+    ];
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+/// What the multipart body asked for besides (or instead of) a file.
+#[derive(Default)]
+struct UploadForm {
+    file: Option<NewRevision>,
+    source_deployment: Option<String>,
+    source_version: Option<String>,
+    template_deployment_id: Option<String>,
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(path): PathParams<VersionPath>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
+    let version = path.resolve(&state, &principal).await?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > state.max_upload_bytes + 64 * 1024) {
+        return Err(too_large(state.max_upload_bytes));
+    }
+    let multipart = multipart.map_err(|_| {
+        ApiError::bad_request(
+            "Send a deployment file as the multipart/form-data part `file`, or the parts \
+             `source_deployment` and `source_version`, or `template_deployment_id`",
+        )
+    })?;
+    let form = read_form(&state, multipart).await;
+    let form = match form {
+        Ok(form) => form,
+        Err((error, stored)) => {
+            if let Some(stored) = stored {
+                discard(&state, &stored.object_key).await;
+            }
+            return Err(error);
+        }
+    };
+    let (file, trigger) = match resolve_source(&state, &principal, &path, form).await {
+        Ok(source) => source,
+        Err((error, stored)) => {
+            if let Some(stored) = stored {
+                discard(&state, &stored.object_key).await;
+            }
+            return Err(error);
+        }
+    };
+    let created = state
+        .store
+        .create_revision(version.as_ref(), &file, trigger, &principal.actor)
+        .await;
+    match created {
+        Ok((revision, build)) => Ok((
+            StatusCode::CREATED,
+            Json(UploadResponse {
+                success: true,
+                revision: revision.id,
+                build: build.id,
+            }),
+        )),
+        Err(error) => {
+            discard(&state, &file.object_key).await;
+            Err(error.into())
+        }
+    }
+}
+
+type FormError = (ApiError, Option<NewRevision>);
+
+async fn read_form(state: &AppState, mut multipart: Multipart) -> Result<UploadForm, FormError> {
+    let mut form = UploadForm::default();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => return Ok(form),
+            // A multipart body without any part (what 4.x sends with no file).
+            Err(_) if form.is_empty() => return Err((no_source(), None)),
+            Err(error) => return Err((multipart_error(error, state.max_upload_bytes), form.file)),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        let text_slot = match name.as_str() {
+            "file" if form.file.is_some() => {
+                return Err((
+                    ApiError::bad_request("Send only one `file` part"),
+                    form.file,
+                ));
+            }
+            "file" => {
+                form.file = Some(stream_file(state, field).await.map_err(|e| (e, None))?);
+                continue;
+            }
+            "source_deployment" => &mut form.source_deployment,
+            "source_version" => &mut form.source_version,
+            "template_deployment_id" => &mut form.template_deployment_id,
+            other => {
+                let message = format!(
+                    "Unknown part '{}': use `file`, `source_deployment`, `source_version` or `template_deployment_id`",
+                    other.chars().take(40).collect::<String>()
+                );
+                return Err((ApiError::bad_request(message), form.file));
+            }
+        };
+        match field.text().await {
+            Ok(text) if text.len() <= 256 => {
+                *text_slot = Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+            }
+            Ok(_) => {
+                return Err((
+                    ApiError::bad_request(format!("The `{name}` part is too long")),
+                    form.file,
+                ))
+            }
+            Err(error) => return Err((multipart_error(error, state.max_upload_bytes), form.file)),
+        }
+    }
+}
+
+impl UploadForm {
+    fn is_empty(&self) -> bool {
+        self.file.is_none()
+            && self.source_deployment.is_none()
+            && self.source_version.is_none()
+            && self.template_deployment_id.is_none()
+    }
+}
+
+fn no_source() -> ApiError {
+    ApiError::bad_request(
+        "No deployment file: send the part `file`, or `source_deployment` and `source_version`, or `template_deployment_id`",
+    )
+}
+
+/// Streams the `file` part to object storage as it arrives. Refuses a body
+/// that does not start like a zip before anything is stored.
+async fn stream_file(state: &AppState, mut field: Field<'_>) -> ApiResult<NewRevision> {
+    let file_name = download_name(field.file_name());
+    let limit = state.max_upload_bytes;
+    // The first chunk may be shorter than the signature: gather four bytes.
+    let mut head = Vec::new();
+    while head.len() < ZIP_SIGNATURE.len() {
+        match field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+            Some(chunk) => head.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    if !head.starts_with(ZIP_SIGNATURE) {
+        return Err(ApiError::bad_request(
+            "The deployment file must be a zip archive (it does not start with the zip signature PK\\x03\\x04)",
+        ));
+    }
+    let id = Uuid::new_v4();
+    let key = FileStore::revision_key(id);
+    state
+        .store
+        .begin_upload(&key, UPLOAD_LEASE.as_secs_f64())
+        .await?;
+    let mut upload = state.files.start_upload(&key);
+    let streamed = async {
+        let mut renewed = Instant::now();
+        let mut chunk = Some(bytes::Bytes::from(head));
+        while let Some(bytes) = chunk {
+            if upload.bytes_written + bytes.len() as u64 > limit {
+                return Err(too_large(limit));
+            }
+            upload.write(&bytes).await?;
+            if renewed.elapsed() > UPLOAD_RENEW_EVERY {
+                state
+                    .store
+                    .renew_upload(&key, UPLOAD_LEASE.as_secs_f64())
+                    .await?;
+                renewed = Instant::now();
+            }
+            chunk = field.chunk().await.map_err(|e| multipart_error(e, limit))?;
+        }
+        Ok(())
+    }
+    .await;
+    match streamed {
+        Ok(()) => {
+            let size = match upload.finish().await {
+                Ok(size) => size,
+                Err(error) => {
+                    discard(state, &key).await;
+                    return Err(error.into());
+                }
+            };
+            Ok(NewRevision {
+                id,
+                object_key: key,
+                file_name,
+                size_bytes: size as i64,
+            })
+        }
+        Err(error) => {
+            if let Err(abort_error) = upload.abort().await {
+                tracing::warn!(key, error = %abort_error, "could not abort a failed upload");
+            }
+            discard(state, &key).await;
+            Err(error)
+        }
+    }
+}
+
+/// Decides where the file comes from: the uploaded part, a copy of another
+/// version's active revision, or a template deployment's.
+async fn resolve_source(
+    state: &AppState,
+    principal: &Principal,
+    path: &VersionPath,
+    form: UploadForm,
+) -> Result<(NewRevision, Trigger), FormError> {
+    let has_copy = form.source_deployment.is_some() || form.source_version.is_some();
+    let has_template = form.template_deployment_id.is_some();
+    if let Some(file) = form.file {
+        if has_copy || has_template {
+            let error =
+                ApiError::bad_request("Send either a `file` or a source to copy from, not both");
+            return Err((error, Some(file)));
+        }
+        return Ok((file, Trigger::Upload));
+    }
+    let fail = |error: ApiError| (error, None);
+    let (source, trigger) = match (form.source_deployment, form.source_version, form.template_deployment_id) {
+        (Some(deployment), Some(version), None) => {
+            let source = authorized_deployment(state, principal, &path.project_name, &deployment)
+                .await
+                .map_err(fail)?;
+            let file = state.store.active_file(source.id, &version).await.map_err(|e| fail(e.into()))?;
+            (file, Trigger::CopyFromVersion)
+        }
+        (None, None, Some(template)) => (template_source(state, principal, &template).await.map_err(fail)?, Trigger::Template),
+        (None, None, None) => return Err(fail(no_source())),
+        (_, _, Some(_)) => {
+            return Err(fail(ApiError::bad_request(
+                "Send either `template_deployment_id` or `source_deployment` with `source_version`, not both",
+            )))
+        }
+        _ => {
+            return Err(fail(ApiError::bad_request(
+                "`source_deployment` and `source_version` must be given together",
+            )))
+        }
+    };
+    let id = Uuid::new_v4();
+    let key = FileStore::revision_key(id);
+    state
+        .store
+        .begin_upload(&key, UPLOAD_LEASE.as_secs_f64())
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let copied = state.files.copy(&source.object_key, &key).await;
+    let new = NewRevision {
+        id,
+        object_key: key,
+        file_name: source.file_name,
+        size_bytes: 0,
+    };
+    match copied {
+        Ok(()) => Ok((new, trigger)),
+        Err(error) => Err((error.into(), Some(new))),
+    }
+}
+
+/// A template is any deployment on this server the token can read; others
+/// are "not found" so that their existence does not leak.
+async fn template_source(
+    state: &AppState,
+    principal: &Principal,
+    raw: &str,
+) -> ApiResult<StoredFile> {
+    let not_found = || ApiError::not_found("Template deployment not found");
+    let id = Uuid::parse_str(raw).map_err(|_| {
+        ApiError::bad_request("`template_deployment_id` must be the UUID of a deployment")
+    })?;
+    let (project, file) = match state.store.template_file(id).await {
+        Err(ubiops_storage::StorageError::NotFound(_)) => return Err(not_found()),
+        other => other?,
+    };
+    if !principal.may_access(&project) {
+        return Err(not_found());
+    }
+    file.ok_or_else(|| {
+        ApiError::bad_request(
+            "The template deployment has no default version with a successfully built file",
+        )
+    })
+}
+
+/// Removes a stored file that will not become a revision, and its pending
+/// upload record. If storage fails, the record stays and the sweep retries.
+async fn discard(state: &AppState, key: &str) {
+    match state.files.delete(key).await {
+        Ok(()) => {
+            if let Err(error) = state.store.end_upload(key).await {
+                tracing::warn!(key, %error, "could not clear a pending upload record");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(key, %error, "could not delete a discarded upload; the sweep will retry")
+        }
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::Client(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "The deployment file is larger than the limit of {} MiB",
+            limit / (1024 * 1024)
+        ),
+    )
+}
+
+fn multipart_error(error: MultipartError, limit: u64) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large(limit);
+    }
+    ApiError::bad_request(format!(
+        "The multipart body is malformed or was cut off: {}",
+        error.body_text()
+    ))
+}
+
+/// The name a download is offered under: the uploaded name without any path,
+/// spaces or quotes (the clients read it with `filename=['"]?([^'"\s]+)`).
+fn download_name(uploaded: Option<&str>) -> String {
+    let base = uploaded
+        .and_then(|name| name.rsplit(['/', '\\']).next())
+        .unwrap_or_default();
+    let cleaned: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    let stem = cleaned.trim_end_matches(".zip").trim_matches('.');
+    if stem.is_empty() {
+        "deployment.zip".to_owned()
+    } else {
+        format!("{stem}.zip")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::download_name;
+
+    #[test]
+    fn download_names_are_safe_for_the_clients() {
+        assert_eq!(download_name(Some("model.zip")), "model.zip");
+        assert_eq!(download_name(Some("my model.zip")), "my_model.zip");
+        assert_eq!(download_name(Some("../../etc/passwd")), "passwd.zip");
+        assert_eq!(download_name(Some("C:\\x\\a\"b.zip")), "a_b.zip");
+        assert_eq!(download_name(Some("")), "deployment.zip");
+        assert_eq!(download_name(None), "deployment.zip");
+        assert_eq!(download_name(Some("..")), "deployment.zip");
+    }
+}

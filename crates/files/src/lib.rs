@@ -1,0 +1,220 @@
+//! Deployment files in object storage: local disk (`file://`) or any
+//! S3-compatible service (`s3://bucket[/prefix]`, configured by the usual
+//! `AWS_*` variables such as AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID).
+//! Keys are made of ids only, so no user input can steer where a file goes.
+
+mod sweep;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::ObjectStore;
+use tokio::io::AsyncWriteExt;
+use url::Url;
+use uuid::Uuid;
+
+pub use sweep::{purge_deleted_objects, sweep_expired_uploads};
+
+/// Parts of this size are sent as they fill, so an upload holds at most a few
+/// of them in memory however large the file is (S3 needs at least 5 MiB).
+const PART_SIZE: usize = 5 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("the configured storage URL is not usable: {0}")]
+    Config(String),
+    #[error("the stored file is missing")]
+    NotFound,
+    /// Object storage failed or cannot be reached right now.
+    #[error("object storage error: {0}")]
+    Unavailable(#[source] object_store::Error),
+    #[error("local I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<object_store::Error> for FileError {
+    fn from(error: object_store::Error) -> Self {
+        match error {
+            object_store::Error::NotFound { .. } => FileError::NotFound,
+            other => FileError::Unavailable(other),
+        }
+    }
+}
+
+/// Handle to the object store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    store: Arc<dyn ObjectStore>,
+}
+
+/// An upload being streamed; `finish` or `abort` it.
+pub struct Upload {
+    writer: BufWriter,
+    pub key: String,
+    pub bytes_written: u64,
+}
+
+impl Upload {
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), FileError> {
+        self.writer
+            .write_all(chunk)
+            .await
+            .map_err(object_io_error)?;
+        self.bytes_written += chunk.len() as u64;
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> Result<u64, FileError> {
+        self.writer.shutdown().await.map_err(object_io_error)?;
+        Ok(self.bytes_written)
+    }
+
+    /// Discards what was written (for S3, aborts the multipart upload).
+    pub async fn abort(mut self) -> Result<(), FileError> {
+        self.writer.abort().await?;
+        Ok(())
+    }
+}
+
+/// BufWriter reports object store failures as io::Error; keep them as
+/// storage unavailability, which is what they are.
+fn object_io_error(error: std::io::Error) -> FileError {
+    FileError::Unavailable(object_store::Error::Generic {
+        store: "object store",
+        source: Box::new(error),
+    })
+}
+
+impl FileStore {
+    pub fn open(url: &Url) -> Result<Self, FileError> {
+        let store: Arc<dyn ObjectStore> =
+            match url.scheme() {
+                "file" => {
+                    let dir = url
+                        .to_file_path()
+                        .map_err(|()| FileError::Config(format!("'{url}' is not a local path")))?;
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        FileError::Config(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                    Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| {
+                        FileError::Config(format!("cannot use {}: {e}", dir.display()))
+                    })?)
+                }
+                "s3" => {
+                    let bucket = url.host_str().unwrap_or_default();
+                    let store = AmazonS3Builder::from_env()
+                        .with_bucket_name(bucket)
+                        .build()
+                        .map_err(|e| {
+                            FileError::Config(format!(
+                                "cannot configure S3 (check the AWS_* variables): {e}"
+                            ))
+                        })?;
+                    let prefix = url.path().trim_matches('/');
+                    if prefix.is_empty() {
+                        Arc::new(store)
+                    } else {
+                        Arc::new(PrefixStore::new(store, ObjectPath::from(prefix)))
+                    }
+                }
+                other => {
+                    return Err(FileError::Config(format!(
+                        "unsupported scheme '{other}'; use file:// or s3://"
+                    )))
+                }
+            };
+        Ok(Self { store })
+    }
+
+    pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store }
+    }
+
+    /// Where a revision's file lives: its id, nothing a user chose.
+    pub fn revision_key(revision_id: Uuid) -> String {
+        format!("revisions/{revision_id}.zip")
+    }
+
+    pub fn start_upload(&self, key: &str) -> Upload {
+        let writer = BufWriter::with_capacity(self.store.clone(), ObjectPath::from(key), PART_SIZE)
+            .with_max_concurrency(PARTS_IN_FLIGHT);
+        Upload {
+            writer,
+            key: key.to_owned(),
+            bytes_written: 0,
+        }
+    }
+
+    /// The file as a stream of chunks, and its size.
+    pub async fn read(
+        &self,
+        key: &str,
+    ) -> Result<(u64, BoxStream<'static, Result<Bytes, FileError>>), FileError> {
+        let result = self.store.get(&ObjectPath::from(key)).await?;
+        let size = result.meta.size;
+        Ok((
+            size,
+            result
+                .into_stream()
+                .map(|chunk| chunk.map_err(FileError::from))
+                .boxed(),
+        ))
+    }
+
+    /// Copies the file to a local path (the build worker inspects it there).
+    pub async fn download_to(&self, key: &str, target: &Path) -> Result<u64, FileError> {
+        let (_, mut stream) = self.read(key).await?;
+        let mut file = tokio::fs::File::create(target).await?;
+        let mut written = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk).await?;
+            written += chunk.len() as u64;
+        }
+        file.flush().await?;
+        Ok(written)
+    }
+
+    pub async fn copy(&self, from: &str, to: &str) -> Result<(), FileError> {
+        self.store
+            .copy(&ObjectPath::from(from), &ObjectPath::from(to))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a file; one that is already gone counts as deleted.
+    pub async fn delete(&self, key: &str) -> Result<(), FileError> {
+        match self.store.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, FileError> {
+        match self.store.head(&ObjectPath::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Every key under a prefix (for tests and checks).
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, FileError> {
+        let mut keys = Vec::new();
+        let mut listing = self.store.list(Some(&ObjectPath::from(prefix)));
+        while let Some(meta) = listing.next().await {
+            keys.push(meta?.location.to_string());
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}

@@ -1,0 +1,309 @@
+//! The build worker. Each slot claims one build at a time (`FOR UPDATE SKIP
+//! LOCKED`, so any number of slots and processes can share one queue), holds
+//! it with a lease it renews while working, and takes it through
+//! `building` (fetch and safe extraction) and `validating` (checking the code)
+//! to `success` or `failed`. Between steps it checks that the build is still
+//! its own, so a cancelled build is never published. Slots wake on
+//! LISTEN/NOTIFY and poll as a fallback.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio::sync::{watch, Notify};
+use ubiops_files::{FileError, FileStore};
+use ubiops_inspect::{BuildFailure, Language, Limits};
+use ubiops_storage::{BuildOutcome, ClaimedBuild, Store, BUILDS_CHANNEL};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Concurrent builds in this process.
+    pub slots: usize,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    /// Tries of a build whose worker died before it is failed for good.
+    pub max_attempts: i32,
+    /// Scratch space for downloads and extraction.
+    pub work_dir: PathBuf,
+    pub limits: Limits,
+}
+
+impl WorkerConfig {
+    pub fn new(slots: usize, work_dir: PathBuf) -> Self {
+        WorkerConfig {
+            slots,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(2),
+            max_attempts: 3,
+            work_dir,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Runs the worker until `shutdown` turns true. A build in progress at
+/// shutdown goes back to the queue for another worker.
+pub async fn run(
+    store: Store,
+    files: FileStore,
+    config: WorkerConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    let wake = Arc::new(Notify::new());
+    let listener = tokio::spawn(listen(store.clone(), wake.clone(), shutdown.clone()));
+    let process = format!(
+        "{}-{}",
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..8]
+    );
+    let mut slots = Vec::new();
+    for slot in 0..config.slots {
+        let worker = Worker {
+            id: format!("worker-{process}-{slot}"),
+            store: store.clone(),
+            files: files.clone(),
+            config: config.clone(),
+            sweeps: slot == 0,
+        };
+        slots.push(tokio::spawn(worker.run(wake.clone(), shutdown.clone())));
+    }
+    for slot in slots {
+        let _ = slot.await;
+    }
+    listener.abort();
+}
+
+/// Wakes idle slots when a build is queued. If the connection drops, the
+/// listener reconnects; meanwhile the slots still poll.
+async fn listen(store: Store, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match PgListener::connect_with(store.pool()).await {
+            Ok(mut listener) => {
+                if let Err(error) = listener.listen(BUILDS_CHANNEL).await {
+                    tracing::warn!(%error, "could not LISTEN for builds; polling only");
+                } else {
+                    loop {
+                        tokio::select! {
+                            received = listener.recv() => match received {
+                                Ok(_) => wake.notify_waiters(),
+                                Err(error) => {
+                                    tracing::warn!(%error, "build notifications interrupted; reconnecting");
+                                    break;
+                                }
+                            },
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not connect to LISTEN for builds; retrying")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+struct Worker {
+    id: String,
+    store: Store,
+    files: FileStore,
+    config: WorkerConfig,
+    /// One slot per process also sweeps expired builds, interrupted uploads
+    /// and files of deleted rows.
+    sweeps: bool,
+}
+
+impl Worker {
+    async fn run(self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            if self.sweeps {
+                self.sweep().await;
+            }
+            let claimed = self
+                .store
+                .claim_build(
+                    &self.id,
+                    self.config.lease.as_secs_f64(),
+                    self.config.max_attempts,
+                )
+                .await;
+            match claimed {
+                Ok(Some(build)) => {
+                    self.build(build, &mut shutdown).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(worker = self.id, %error, "could not claim a build"),
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn sweep(&self) {
+        if let Err(error) = self
+            .store
+            .fail_exhausted_builds(self.config.max_attempts)
+            .await
+        {
+            tracing::warn!(%error, "could not fail exhausted builds");
+        }
+        if let Err(error) = ubiops_files::sweep_expired_uploads(&self.store, &self.files).await {
+            tracing::warn!(%error, "could not sweep interrupted uploads");
+        }
+        if let Err(error) = ubiops_files::purge_deleted_objects(&self.store, &self.files).await {
+            tracing::warn!(%error, "could not purge deleted files");
+        }
+    }
+
+    async fn build(&self, build: ClaimedBuild, shutdown: &mut watch::Receiver<bool>) {
+        let span = tracing::info_span!("build", build = %build.id, worker = self.id, attempt = build.attempts);
+        let _entered = span.enter();
+        tracing::info!("build started");
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat(
+            self.store.clone(),
+            build.id,
+            self.id.clone(),
+            self.config.lease,
+            lost.clone(),
+        ));
+        let dir = self.config.work_dir.join(build.id.to_string());
+        let result = tokio::select! {
+            result = self.stages(&build, &dir, &lost) => Some(result),
+            _ = shutdown.changed() => None,
+        };
+        heartbeat.abort();
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        match result {
+            None => {
+                tracing::info!("shutting down: the build goes back to the queue");
+                if let Err(error) = self.store.release_build(build.id, &self.id).await {
+                    tracing::warn!(%error, "could not release the build; its lease will expire");
+                }
+            }
+            Some(Err(Interrupted)) => tracing::info!("build stopped: cancelled or taken over"),
+            Some(Ok(outcome)) => match self.store.finish_build(&build, &self.id, &outcome).await {
+                Ok(true) => tracing::info!(?outcome, "build finished"),
+                Ok(false) => tracing::info!("build was cancelled before it could be published"),
+                Err(error) => {
+                    tracing::warn!(%error, "could not publish the build; it will be retried")
+                }
+            },
+        }
+    }
+
+    /// The stages; `Err(Interrupted)` when the build is no longer ours to
+    /// finish (cancelled, lease lost, or a transient failure to retry later).
+    async fn stages(
+        &self,
+        build: &ClaimedBuild,
+        dir: &Path,
+        lost: &AtomicBool,
+    ) -> Result<BuildOutcome, Interrupted> {
+        let still_ours = || {
+            if lost.load(Ordering::SeqCst) {
+                Err(Interrupted)
+            } else {
+                Ok(())
+            }
+        };
+        let _ = tokio::fs::remove_dir_all(dir).await;
+        let extracted = dir.join("files");
+        tokio::fs::create_dir_all(&extracted)
+            .await
+            .map_err(transient)?;
+        let zip = dir.join("deployment.zip");
+        match self.files.download_to(&build.object_key, &zip).await {
+            Ok(_) => {}
+            Err(FileError::NotFound) => {
+                return Ok(BuildOutcome::Failed(
+                    "The deployment file is missing from storage: upload it again".into(),
+                ))
+            }
+            Err(error) => return Err(transient(error)),
+        }
+        still_ours()?;
+        let limits = self.config.limits.clone();
+        let extract = {
+            let (zip, extracted) = (zip.clone(), extracted.clone());
+            tokio::task::spawn_blocking(move || ubiops_inspect::extract(&zip, &extracted, &limits))
+        };
+        if let Err(failure) = extract.await.map_err(transient)? {
+            return Ok(failed(failure));
+        }
+        still_ours()?;
+        if !self
+            .store
+            .start_validating(build.id, &self.id)
+            .await
+            .map_err(transient)?
+        {
+            return Err(Interrupted);
+        }
+        let language = if build.language.starts_with('r') {
+            Language::R
+        } else {
+            Language::Python
+        };
+        let validation =
+            tokio::task::spawn_blocking(move || ubiops_inspect::validate(&extracted, language))
+                .await
+                .map_err(transient)?;
+        still_ours()?;
+        Ok(match validation {
+            Ok(validation) => BuildOutcome::Success {
+                has_request_method: validation.has_request_method,
+                has_requests_method: validation.has_requests_method,
+            },
+            Err(failure) => failed(failure),
+        })
+    }
+}
+
+/// The build is not ours to finish now.
+struct Interrupted;
+
+fn transient(error: impl std::fmt::Display) -> Interrupted {
+    tracing::warn!(%error, "build interrupted by a transient failure; it will be retried when its lease expires");
+    Interrupted
+}
+
+fn failed(failure: BuildFailure) -> BuildOutcome {
+    BuildOutcome::Failed(failure.message().to_owned())
+}
+
+/// Renews the lease while the build runs; marks it lost if the build was
+/// cancelled or taken over, so the stages stop at their next check.
+async fn heartbeat(
+    store: Store,
+    id: Uuid,
+    worker_id: String,
+    lease: Duration,
+    lost: Arc<AtomicBool>,
+) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match store
+            .renew_build_lease(id, &worker_id, lease.as_secs_f64())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "could not renew the build lease"),
+        }
+    }
+}
