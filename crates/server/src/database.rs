@@ -42,8 +42,8 @@ impl Database {
         Ok(Self { store, embedded })
     }
 
-    /// For one-off commands: use a cluster that a running server already has
-    /// up, or start it just for this command.
+    /// For commands beside a server (`token create`, `worker`): use a cluster
+    /// that a running server already has up, or start it for this command.
     pub async fn open_for_command(
         database_url: Option<&str>,
         data_dir: &Path,
@@ -51,7 +51,7 @@ impl Database {
         if database_url.is_none() {
             let dir = Config::embedded_postgres_dir(data_dir);
             if let Some(url) = running_cluster_url(&dir, EMBEDDED_DATABASE) {
-                let store = connect(&url, 2).await?;
+                let store = connect(&url, 4).await?;
                 store
                     .migrate()
                     .await
@@ -62,7 +62,7 @@ impl Database {
                 });
             }
         }
-        Self::open(database_url, data_dir, 2).await
+        Self::open(database_url, data_dir, 4).await
     }
 
     /// Closes the pool, then stops the embedded cluster if we started it.
