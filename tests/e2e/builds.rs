@@ -122,6 +122,19 @@ async fn stored_keys(app: &TestApp) -> Vec<String> {
     app.files.list_keys("revisions").await.unwrap()
 }
 
+/// Waits (up to 10 s) until exactly `count` files are stored.
+async fn wait_for_stored(app: &TestApp, count: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys = stored_keys(app).await;
+        if keys.len() == count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: still stored {keys:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn upload_builds_and_downloads_the_same_bytes() {
     let app = app().await;
@@ -780,30 +793,12 @@ async fn deleting_a_version_deletes_its_files_after_the_commit() {
     .await;
     assert_eq!(stored_keys(&app).await.len(), 2);
     assert_eq!(app.delete(VERSION).await.status, StatusCode::NO_CONTENT);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stored_keys(&app).await.len() != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the file of the deleted version is still stored"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_stored(&app, 1, "the file of the deleted version is still stored").await;
     assert_eq!(
         app.delete("/projects/p/deployments/d").await.status,
         StatusCode::NO_CONTENT
     );
-    while !stored_keys(&app).await.is_empty() {
-        let queued: Vec<String> = sqlx::query_scalar("SELECT object_key FROM object_deletions")
-            .fetch_all(app.store.pool())
-            .await
-            .unwrap();
-        assert!(
-            Instant::now() < deadline,
-            "the files of the deleted deployment are still stored: {:?} queued {queued:?}",
-            stored_keys(&app).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_stored(&app, 0, "the files of the deleted deployment").await;
     let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM object_deletions")
         .fetch_one(app.store.pool())
         .await
@@ -822,14 +817,7 @@ async fn interrupted_uploads_are_swept_when_their_lease_expires() {
     partial.finish().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _worker = app.start_worker(1);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !stored_keys(&app).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the partial upload was not swept"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_stored(&app, 0, "the partial upload was not swept").await;
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_uploads")
         .fetch_one(app.store.pool())
         .await
@@ -897,12 +885,10 @@ async fn s3_storage_streams_multipart_uploads_and_cleans_up() {
         app.delete("/projects/p/deployments/d").await.status,
         StatusCode::NO_CONTENT
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !stored_keys(&app).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "files of the deleted deployment are still in the bucket"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_stored(
+        &app,
+        0,
+        "files of the deleted deployment are still in the bucket",
+    )
+    .await;
 }

@@ -466,11 +466,23 @@ fn secrets_stay_out_of_responses_dumps_logs_and_audit_events() {
 fn a_standalone_worker_builds_what_the_api_server_queued() {
     let dir = data_dir();
     let token = "worker-test-token-0123456789";
-    let server = Server::start(dir.path(), &[("UBIOPS_BOOTSTRAP_TOKEN", token), ("UBIOPS_BUILD_WORKERS", "0")]);
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("UBIOPS_BOOTSTRAP_TOKEN", token),
+            ("UBIOPS_BUILD_WORKERS", "0"),
+        ],
+    );
     for (path, body) in [
         ("/projects", json!({"name": "p"})),
-        ("/projects/p/deployments", json!({"name": "d", "input_type": "plain", "output_type": "plain"})),
-        ("/projects/p/deployments/d/versions", json!({"version": "v1"})),
+        (
+            "/projects/p/deployments",
+            json!({"name": "d", "input_type": "plain", "output_type": "plain"}),
+        ),
+        (
+            "/projects/p/deployments/d/versions",
+            json!({"version": "v1"}),
+        ),
     ] {
         assert!(server.post(token, path, body).status().is_success());
     }
@@ -480,14 +492,20 @@ fn a_standalone_worker_builds_what_the_api_server_queued() {
         reqwest::blocking::multipart::Part::bytes(zip).file_name("d.zip"),
     );
     let uploaded: serde_json::Value = reqwest::blocking::Client::new()
-        .post(format!("{}/v2.1/projects/p/deployments/d/versions/v1/revisions", server.base))
+        .post(format!(
+            "{}/v2.1/projects/p/deployments/d/versions/v1/revisions",
+            server.base
+        ))
         .header("Authorization", format!("Token {token}"))
         .multipart(form)
         .send()
         .unwrap()
         .json()
         .unwrap();
-    let build_path = format!("/projects/p/deployments/d/versions/v1/builds/{}", uploaded["build"].as_str().unwrap());
+    let build_path = format!(
+        "/projects/p/deployments/d/versions/v1/builds/{}",
+        uploaded["build"].as_str().unwrap()
+    );
     let status = |server: &Server| -> String {
         let build: serde_json::Value = server.get(token, &build_path).json().unwrap();
         build["status"].as_str().unwrap().to_owned()
@@ -504,14 +522,20 @@ fn a_standalone_worker_builds_what_the_api_server_queued() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while status(&server) != "success" {
-        assert!(Instant::now() < deadline, "the worker did not build it; log:\n{}",
-            std::fs::read_to_string(&worker_log).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not build it; log:\n{}",
+            std::fs::read_to_string(&worker_log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // SAFETY: kill(2) on our own child process.
     unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
     assert!(worker.wait().unwrap().success());
-    assert!(postmaster_running(dir.path()), "the worker left the server's database running");
+    assert!(
+        postmaster_running(dir.path()),
+        "the worker left the server's database running"
+    );
     let (status, _) = server.terminate();
     assert!(status.success());
 }

@@ -75,7 +75,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub async fn work(config: Config) -> anyhow::Result<()> {
     let files = FileStore::open(&config.storage_url).context("UBIOPS_STORAGE_URL")?;
     // Beside a server on the embedded database, share its running cluster.
-    let database = Database::open_for_command(config.database_url.as_deref(), &config.data_dir).await?;
+    let database =
+        Database::open_for_command(config.database_url.as_deref(), &config.data_dir).await?;
     let slots = config.build_workers.max(1);
     tracing::info!(slots, "build worker running");
     let (stop, stopping) = watch::channel(false);

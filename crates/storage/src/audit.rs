@@ -3,6 +3,7 @@ use sqlx::PgConnection;
 use ubiops_domain::audit::{AuditAction, AuditQuery, ObjectType};
 use uuid::Uuid;
 
+use crate::versions::DeploymentRef;
 use crate::{Actor, Result, Store};
 
 /// An event to record, written by the same transaction as the change it
@@ -71,5 +72,25 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(events)
+    }
+}
+
+/// An event shown in a deployment's audit list: the deployment's own, and
+/// (as in the documentation's example) those of its versions, files and builds.
+pub(crate) fn deployment_event<'a>(
+    deployment: DeploymentRef<'a>,
+    action: AuditAction,
+    actor: &'a Actor,
+    event: String,
+) -> NewAuditEvent<'a> {
+    NewAuditEvent {
+        project_id: deployment.project_id,
+        deployment_id: Some(deployment.id),
+        action,
+        actor,
+        event,
+        object_type: ObjectType::Deployment,
+        object_id: Some(deployment.id),
+        object_name: Some(deployment.name),
     }
 }

@@ -7,7 +7,8 @@
 use ubiops_domain::audit::AuditAction;
 use uuid::Uuid;
 
-use crate::revisions::{refresh_version_status, version_event};
+use crate::audit::deployment_event as version_event;
+use crate::revisions::refresh_version_status;
 use crate::versions::DeploymentRef;
 use crate::{Actor, Result, Store};
 

@@ -1,14 +1,15 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::PgConnection;
-use ubiops_domain::audit::{AuditAction, ObjectType};
+use ubiops_domain::audit::AuditAction;
 use ubiops_domain::deployment::{DeploymentChanges, Field, IoType, NewDeployment};
 use ubiops_domain::labels::{LabelFilter, Labels};
 use ubiops_domain::version::VersionStatus;
 use uuid::Uuid;
 
-use crate::audit::{record, NewAuditEvent};
+use crate::audit::{deployment_event, record};
 use crate::error::{corrupt, on_unique_violation};
+use crate::versions::DeploymentRef;
 use crate::{Actor, Result, StorageError, Store};
 
 #[derive(Debug, Clone)]
@@ -132,9 +133,11 @@ impl Store {
         record(
             &mut tx,
             deployment_event(
-                project_id,
-                id,
-                &new.name,
+                DeploymentRef {
+                    project_id,
+                    id,
+                    name: &new.name,
+                },
                 AuditAction::Create,
                 actor,
                 format!("Created deployment {}", new.name),
@@ -237,7 +240,16 @@ impl Store {
         };
         record(
             &mut tx,
-            deployment_event(project_id, id, new_name, AuditAction::Update, actor, event),
+            deployment_event(
+                DeploymentRef {
+                    project_id,
+                    id,
+                    name: new_name,
+                },
+                AuditAction::Update,
+                actor,
+                event,
+            ),
         )
         .await?;
         let deployment = fetch_deployment(&mut tx, project_id, new_name).await?;
@@ -275,9 +287,11 @@ impl Store {
         record(
             &mut tx,
             deployment_event(
-                project_id,
-                id,
-                name,
+                DeploymentRef {
+                    project_id,
+                    id,
+                    name: name,
+                },
                 AuditAction::Delete,
                 actor,
                 format!("Deleted deployment {name}"),
@@ -324,25 +338,5 @@ async fn available_version_id(
             row.status
         ))),
         Some(row) => Ok(row.id),
-    }
-}
-
-fn deployment_event<'a>(
-    project_id: Uuid,
-    id: Uuid,
-    name: &'a str,
-    action: AuditAction,
-    actor: &'a Actor,
-    event: String,
-) -> NewAuditEvent<'a> {
-    NewAuditEvent {
-        project_id,
-        deployment_id: Some(id),
-        action,
-        actor,
-        event,
-        object_type: ObjectType::Deployment,
-        object_id: Some(id),
-        object_name: Some(name),
     }
 }

@@ -4,10 +4,10 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use ubiops_domain::audit::{AuditAction, ObjectType};
+use ubiops_domain::audit::AuditAction;
 use uuid::Uuid;
 
-use crate::audit::{record, NewAuditEvent};
+use crate::audit::{deployment_event as version_event, record};
 use crate::versions::DeploymentRef;
 use crate::{Actor, Result, StorageError, Store};
 
@@ -78,24 +78,6 @@ impl Trigger {
             Trigger::Template => "Template",
             Trigger::Rebuild => "Rebuild",
         }
-    }
-}
-
-pub(crate) fn version_event<'a>(
-    deployment: DeploymentRef<'a>,
-    action: AuditAction,
-    actor: &'a Actor,
-    event: String,
-) -> NewAuditEvent<'a> {
-    NewAuditEvent {
-        project_id: deployment.project_id,
-        deployment_id: Some(deployment.id),
-        action,
-        actor,
-        event,
-        object_type: ObjectType::Deployment,
-        object_id: Some(deployment.id),
-        object_name: Some(deployment.name),
     }
 }
 

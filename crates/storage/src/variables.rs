@@ -10,7 +10,7 @@ use ubiops_domain::secrets::{Keyring, Sealed};
 use ubiops_domain::variable::{check_secret_change, NewVariable, ScopeLevel};
 use uuid::Uuid;
 
-use crate::audit::{record, NewAuditEvent};
+use crate::audit::{deployment_event, record, NewAuditEvent};
 use crate::error::{corrupt, on_unique_violation};
 use crate::versions::DeploymentRef;
 use crate::{Actor, Result, StorageError, Store};
@@ -85,29 +85,23 @@ impl VariableScope<'_> {
         actor: &'a Actor,
         event: String,
     ) -> NewAuditEvent<'a> {
-        let deployment = match self {
-            VariableScope::Project { .. } => None,
-            VariableScope::Deployment(deployment) | VariableScope::Version { deployment, .. } => {
-                Some(deployment)
-            }
-        };
-        NewAuditEvent {
-            project_id: self.project_id(),
-            deployment_id: deployment.map(|d| d.id),
-            action,
-            actor,
-            event,
-            object_type: if deployment.is_some() {
-                ObjectType::Deployment
-            } else {
-                ObjectType::Project
+        match self {
+            VariableScope::Project {
+                project_id,
+                project_name,
+            } => NewAuditEvent {
+                project_id: *project_id,
+                deployment_id: None,
+                action,
+                actor,
+                event,
+                object_type: ObjectType::Project,
+                object_id: Some(*project_id),
+                object_name: Some(project_name),
             },
-            object_id: Some(deployment.map_or(self.project_id(), |d| d.id)),
-            object_name: Some(match self {
-                VariableScope::Project { project_name, .. } => project_name,
-                VariableScope::Deployment(deployment)
-                | VariableScope::Version { deployment, .. } => deployment.name,
-            }),
+            VariableScope::Deployment(deployment) | VariableScope::Version { deployment, .. } => {
+                deployment_event(*deployment, action, actor, event)
+            }
         }
     }
 }

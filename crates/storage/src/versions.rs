@@ -1,13 +1,13 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::PgConnection;
-use ubiops_domain::audit::{AuditAction, ObjectType};
+use ubiops_domain::audit::AuditAction;
 use ubiops_domain::labels::{LabelFilter, Labels};
 use ubiops_domain::version::{RetentionMode, VersionSettings, VersionStatus};
 use ubiops_domain::ValidationError;
 use uuid::Uuid;
 
-use crate::audit::{record, NewAuditEvent};
+use crate::audit::{deployment_event as version_event, record};
 use crate::error::{corrupt, on_unique_violation};
 use crate::{Actor, Result, StorageError, Store};
 
@@ -150,26 +150,6 @@ async fn lock_deployment(conn: &mut PgConnection, deployment: DeploymentRef<'_>)
     .await?
     .ok_or_else(|| StorageError::NotFound(format!("Deployment '{}' not found", deployment.name)))?;
     Ok(())
-}
-
-fn version_event<'a>(
-    deployment: DeploymentRef<'a>,
-    action: AuditAction,
-    actor: &'a Actor,
-    event: String,
-) -> NewAuditEvent<'a> {
-    // As in the documentation's example, a version's events are events of
-    // its deployment.
-    NewAuditEvent {
-        project_id: deployment.project_id,
-        deployment_id: Some(deployment.id),
-        action,
-        actor,
-        event,
-        object_type: ObjectType::Deployment,
-        object_id: Some(deployment.id),
-        object_name: Some(deployment.name),
-    }
 }
 
 impl Store {
