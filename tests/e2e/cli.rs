@@ -539,3 +539,62 @@ fn a_standalone_worker_builds_what_the_api_server_queued() {
     let (status, _) = server.terminate();
     assert!(status.success());
 }
+
+#[test]
+fn shutdown_lets_an_in_flight_upload_finish() {
+    use std::io::{Read as _, Write as _};
+    let dir = data_dir();
+    let token = "shutdown-test-token-0123456789";
+    let server = Server::start(dir.path(), &[("UBIOPS_BOOTSTRAP_TOKEN", token)]);
+    for (path, body) in [
+        ("/projects", json!({"name": "p"})),
+        (
+            "/projects/p/deployments",
+            json!({"name": "d", "input_type": "plain", "output_type": "plain"}),
+        ),
+        (
+            "/projects/p/deployments/d/versions",
+            json!({"version": "v1"}),
+        ),
+    ] {
+        assert!(server.post(token, path, body).status().is_success());
+    }
+    let boundary = "SHUTDOWNBOUNDARY";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.zip\"\r\nContent-Type: application/zip\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&crate::builds::deployment_zip());
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "POST /v2.1/projects/p/deployments/d/versions/v1/revisions HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Token {token}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    stream.write_all(first).unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // SAFETY: kill(2) on our own child process.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(rest).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "the upload in flight was cut off: {response}"
+    );
+    assert!(response.contains("\"success\":true"), "{response}");
+
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(!postmaster_running(dir.path()));
+}

@@ -290,7 +290,7 @@ impl Store {
                 DeploymentRef {
                     project_id,
                     id,
-                    name: name,
+                    name,
                 },
                 AuditAction::Delete,
                 actor,
