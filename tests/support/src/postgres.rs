@@ -15,12 +15,6 @@ struct SharedServer {
     template: String,
     /// Kept alive for the whole process; the cluster stops with the process.
     _cluster: Option<EmbeddedPostgres>,
-    #[cfg(feature = "testcontainers")]
-    _container: Option<
-        testcontainers_modules::testcontainers::Container<
-            testcontainers_modules::postgres::Postgres,
-        >,
-    >,
 }
 
 static SERVER: OnceLock<SharedServer> = OnceLock::new();
@@ -119,8 +113,6 @@ async fn start_shared_server() -> SharedServer {
         admin_url,
         template,
         _cluster: cluster,
-        #[cfg(feature = "testcontainers")]
-        _container: None,
     }
 }
 
@@ -144,7 +136,6 @@ async fn start_container() -> SharedServer {
         admin_url,
         template,
         _cluster: None,
-        _container: None,
     }
 }
 
