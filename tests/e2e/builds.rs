@@ -892,3 +892,57 @@ async fn s3_storage_streams_multipart_uploads_and_cleans_up() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_upload_whose_lease_was_swept_does_not_become_a_revision() {
+    let app = app().await;
+    let version_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM versions WHERE name = 'v1'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    let deployment_id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM deployments WHERE name = 'd'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    let project_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM projects WHERE name = 'p'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    let id = uuid::Uuid::new_v4();
+    let key = ubiops_files::FileStore::revision_key(id);
+    // The sweep removed the record (its lease expired) before the upload finished.
+    app.store.begin_upload(&key, 60.0).await.unwrap();
+    app.store.end_upload(&key).await.unwrap();
+    let version = ubiops_storage::VersionRef {
+        deployment: ubiops_storage::DeploymentRef {
+            project_id,
+            id: deployment_id,
+            name: "d",
+        },
+        id: version_id,
+        name: "v1",
+    };
+    let file = ubiops_storage::NewRevision {
+        id,
+        object_key: key,
+        file_name: "d.zip".into(),
+        size_bytes: 10,
+    };
+    let actor = ubiops_storage::Actor {
+        email: "a@example.com".into(),
+    };
+    let refused = app
+        .store
+        .create_revision(version, &file, ubiops_storage::Trigger::Upload, &actor)
+        .await;
+    assert!(
+        matches!(refused, Err(ubiops_storage::StorageError::Rejected(_))),
+        "{refused:?}"
+    );
+    let revisions: i64 = sqlx::query_scalar("SELECT count(*) FROM revisions")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(revisions, 0);
+}

@@ -222,12 +222,21 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
-        sqlx::query!(
+        // The upload's record must still be there: if its lease ran out (the
+        // client stalled for minutes), the sweep may already have removed
+        // the file, so it must not become a revision.
+        let claimed = sqlx::query!(
             "DELETE FROM pending_uploads WHERE object_key = $1",
             file.object_key
         )
         .execute(&mut *tx)
         .await?;
+        if claimed.rows_affected() != 1 {
+            return Err(StorageError::Rejected(
+                "The upload stalled for too long and was abandoned: please upload the file again"
+                    .to_owned(),
+            ));
+        }
         let build = queue_build(&mut tx, version.id, file.id, trigger).await?;
         let verb = match trigger {
             Trigger::Upload => "Uploaded a deployment file",
