@@ -10,26 +10,8 @@ const SCOPES: [&str; 3] = [PROJECT, DEPLOYMENT, VERSION];
 async fn app() -> TestApp {
     let app = TestApp::spawn().await;
     app.create_project("p").await;
-    for (path, body) in [
-        (
-            "/projects/p/deployments",
-            json!({"name": "d", "input_type": "plain", "output_type": "plain"}),
-        ),
-        (
-            "/projects/p/deployments",
-            json!({"name": "e", "input_type": "plain", "output_type": "plain"}),
-        ),
-        (
-            "/projects/p/deployments/d/versions",
-            json!({"version": "v1"}),
-        ),
-        (
-            "/projects/p/deployments/d/versions",
-            json!({"version": "v2"}),
-        ),
-    ] {
-        assert_eq!(app.post(path, body).await.status, StatusCode::CREATED);
-    }
+    app.create_deployment("p", "d", &["v1", "v2"]).await;
+    app.create_deployment("p", "e", &[]).await;
     app
 }
 

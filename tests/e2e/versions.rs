@@ -38,13 +38,7 @@ const DOCUMENTED_FIELDS: &[&str] = &[
 async fn app() -> TestApp {
     let app = TestApp::spawn().await;
     app.create_project("p").await;
-    let created = app
-        .post(
-            "/projects/p/deployments",
-            json!({"name": "d", "input_type": "plain", "output_type": "plain"}),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED);
+    app.create_deployment("p", "d", &[]).await;
     app
 }
 

@@ -263,6 +263,27 @@ impl TestApp {
         assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
     }
 
+    /// A plain-in, plain-out deployment in an existing project, with these
+    /// versions (all with default settings).
+    pub async fn create_deployment(&self, project: &str, name: &str, versions: &[&str]) {
+        let response = self
+            .post(
+                &format!("/projects/{project}/deployments"),
+                serde_json::json!({"name": name, "input_type": "plain", "output_type": "plain"}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
+        for version in versions {
+            let response = self
+                .post(
+                    &format!("/projects/{project}/deployments/{name}/versions"),
+                    serde_json::json!({ "version": version }),
+                )
+                .await;
+            assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
+        }
+    }
+
     /// Every row of every table, to prove that a refused request changed nothing.
     pub async fn snapshot(&self) -> Value {
         let tables: Vec<String> = sqlx::query_scalar(
