@@ -107,17 +107,33 @@ async fn stored_keys(app: &TestApp) -> Vec<String> {
     app.files.list_keys("revisions").await.unwrap()
 }
 
-/// Waits (up to 10 s) until exactly `count` files are stored.
-async fn wait_for_stored(app: &TestApp, count: usize, what: &str) {
+/// Polls `check` until it passes; fails with its last complaint after 10 s.
+async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let keys = stored_keys(app).await;
-        if keys.len() == count {
-            return;
+        match check().await {
+            Ok(()) => return,
+            Err(complaint) => assert!(Instant::now() < deadline, "{complaint}"),
         }
-        assert!(Instant::now() < deadline, "{what}: still stored {keys:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until exactly `count` files are stored.
+async fn wait_for_stored(app: &TestApp, count: usize, what: &str) {
+    eventually(|| async {
+        let keys = stored_keys(app).await;
+        if keys.len() == count {
+            Ok(())
+        } else {
+            Err(format!("{what}: still stored {keys:?}"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -767,18 +783,17 @@ async fn deleting_a_version_deletes_its_files_after_the_commit() {
     );
     wait_for_stored(&app, 0, "the files of the deleted deployment").await;
     // The queue entry goes right after its file (a moment later).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(|| async {
         let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM object_deletions")
             .fetch_one(app.store.pool())
             .await
             .unwrap();
-        if queued == 0 {
-            break;
+        match queued {
+            0 => Ok(()),
+            _ => Err(format!("{queued} deletions still queued")),
         }
-        assert!(Instant::now() < deadline, "{queued} deletions still queued");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]

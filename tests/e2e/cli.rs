@@ -117,6 +117,23 @@ impl Server {
             .unwrap()
     }
 
+    /// Project `p`, plain deployment `d`, version `v1`.
+    fn create_version_v1(&self, token: &str) {
+        for (path, body) in [
+            ("/projects", json!({"name": "p"})),
+            (
+                "/projects/p/deployments",
+                json!({"name": "d", "input_type": "plain", "output_type": "plain"}),
+            ),
+            (
+                "/projects/p/deployments/d/versions",
+                json!({"version": "v1"}),
+            ),
+        ] {
+            assert!(self.post(token, path, body).status().is_success(), "{path}");
+        }
+    }
+
     /// SIGTERM, then wait for a clean exit.
     fn terminate(mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: kill(2) on our own child process.
@@ -372,16 +389,8 @@ fn secrets_stay_out_of_responses_dumps_logs_and_audit_events() {
         &[("UBIOPS_BOOTSTRAP_TOKEN", token), ("RUST_LOG", "debug")],
     );
     let plaintext = format!("s3cr3t-{}", uuid::Uuid::new_v4().simple());
+    server.create_version_v1(token);
     let setup = [
-        ("/projects", json!({"name": "p"})),
-        (
-            "/projects/p/deployments",
-            json!({"name": "d", "input_type": "plain", "output_type": "plain"}),
-        ),
-        (
-            "/projects/p/deployments/d/versions",
-            json!({"version": "v1"}),
-        ),
         (
             "/projects/p/environment-variables",
             json!({"name": "P_SECRET", "value": plaintext, "secret": true}),
@@ -473,19 +482,7 @@ fn a_standalone_worker_builds_what_the_api_server_queued() {
             ("UBIOPS_BUILD_WORKERS", "0"),
         ],
     );
-    for (path, body) in [
-        ("/projects", json!({"name": "p"})),
-        (
-            "/projects/p/deployments",
-            json!({"name": "d", "input_type": "plain", "output_type": "plain"}),
-        ),
-        (
-            "/projects/p/deployments/d/versions",
-            json!({"version": "v1"}),
-        ),
-    ] {
-        assert!(server.post(token, path, body).status().is_success());
-    }
+    server.create_version_v1(token);
     let zip = crate::builds::deployment_zip();
     let form = reqwest::blocking::multipart::Form::new().part(
         "file",
@@ -546,19 +543,7 @@ fn shutdown_lets_an_in_flight_upload_finish() {
     let dir = data_dir();
     let token = "shutdown-test-token-0123456789";
     let server = Server::start(dir.path(), &[("UBIOPS_BOOTSTRAP_TOKEN", token)]);
-    for (path, body) in [
-        ("/projects", json!({"name": "p"})),
-        (
-            "/projects/p/deployments",
-            json!({"name": "d", "input_type": "plain", "output_type": "plain"}),
-        ),
-        (
-            "/projects/p/deployments/d/versions",
-            json!({"version": "v1"}),
-        ),
-    ] {
-        assert!(server.post(token, path, body).status().is_success());
-    }
+    server.create_version_v1(token);
     let boundary = "SHUTDOWNBOUNDARY";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.zip\"\r\nContent-Type: application/zip\r\n\r\n"

@@ -165,6 +165,16 @@ fn visible(id: Uuid, name: String, secret: bool, value: Option<String>) -> Varia
     }
 }
 
+/// How a variable just written shows in a response.
+fn stored_as(id: Uuid, variable: &NewVariable) -> Variable {
+    visible(
+        id,
+        variable.name.clone(),
+        variable.secret,
+        Some(variable.value.clone()),
+    )
+}
+
 async fn fetch_own(
     conn: &mut PgConnection,
     scope: &VariableScope<'_>,
@@ -292,12 +302,7 @@ impl Store {
         );
         record(&mut tx, scope.event(AuditAction::Create, actor, event)).await?;
         tx.commit().await?;
-        Ok(visible(
-            id,
-            variable.name.clone(),
-            variable.secret,
-            Some(variable.value.clone()),
-        ))
+        Ok(stored_as(id, variable))
     }
 
     /// Replaces name, value and secret flag; a secret never becomes non-secret.
@@ -356,12 +361,7 @@ impl Store {
         };
         record(&mut tx, scope.event(AuditAction::Update, actor, event)).await?;
         tx.commit().await?;
-        Ok(visible(
-            id,
-            variable.name.clone(),
-            variable.secret,
-            Some(variable.value.clone()),
-        ))
+        Ok(stored_as(id, variable))
     }
 
     pub async fn delete_variable(
