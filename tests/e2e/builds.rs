@@ -74,6 +74,14 @@ async fn upload_form(app: &TestApp, version: &str, form: Form) -> Response {
     .await
 }
 
+/// Asks for `version` to get a copy of v1's active deployment file.
+async fn copy_from_v1(app: &TestApp, version: &str) -> Response {
+    let form = Form::new()
+        .text("source_deployment", "d")
+        .text("source_version", "v1");
+    upload_form(app, version, form).await
+}
+
 /// Polls a build until it has finished; panics after 30 s.
 pub async fn wait_for_build(app: &TestApp, version: &str, build: &Value) -> Value {
     let path = format!("{version}/builds/{}", build.as_str().unwrap());
@@ -542,14 +550,7 @@ async fn rebuild_copy_and_template_create_builds_server_side() {
     );
 
     let v2 = "/projects/p/deployments/d/versions/v2";
-    let copied = upload_form(
-        &app,
-        v2,
-        Form::new()
-            .text("source_deployment", "d")
-            .text("source_version", "v1"),
-    )
-    .await;
+    let copied = copy_from_v1(&app, v2).await;
     assert_eq!(copied.status, StatusCode::CREATED, "{}", copied.body);
     let build = wait_for_build(&app, v2, &copied.body["build"]).await;
     assert_eq!(
@@ -855,14 +856,7 @@ async fn s3_storage_streams_multipart_uploads_and_cleans_up() {
     );
 
     let v2 = "/projects/p/deployments/d/versions/v2";
-    let copied = upload_form(
-        &app,
-        v2,
-        Form::new()
-            .text("source_deployment", "d")
-            .text("source_version", "v1"),
-    )
-    .await;
+    let copied = copy_from_v1(&app, v2).await;
     assert_eq!(
         wait_for_build(&app, v2, &copied.body["build"]).await["status"],
         "success"
