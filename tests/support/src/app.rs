@@ -156,11 +156,13 @@ impl TestApp {
         }
     }
 
-    /// Build workers over this app's database and files, with a short lease
-    /// and poll interval so tests see expiry and wake-ups quickly.
+    /// Build workers over this app's database and files, with a short poll
+    /// interval. The lease keeps its production length: on a loaded CI
+    /// machine a short one expires under a live worker and a second worker
+    /// takes the build over (correctly, but it makes attempt counts vary).
+    /// Tests of lease expiry claim builds with short leases themselves.
     pub fn start_worker(&self, slots: usize) -> TestWorker {
         let mut config = WorkerConfig::new(slots, self._files_dir.path().join("builds"));
-        config.lease = std::time::Duration::from_secs(2);
         config.poll_interval = std::time::Duration::from_millis(100);
         self.start_worker_with(config)
     }
