@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 use ubiops_files::{FileError, FileStore};
 use ubiops_inspect::{BuildFailure, Language, Limits};
 use ubiops_storage::{BuildOutcome, ClaimedBuild, Store, BUILDS_CHANNEL};
@@ -136,7 +137,14 @@ impl Worker {
                 .await;
             match claimed {
                 Ok(Some(build)) => {
-                    self.build(build, &mut shutdown).await;
+                    if !self.build(build, &mut shutdown).await {
+                        continue;
+                    }
+                    // A transient failure: pause before the next claim.
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.poll_interval) => {}
+                        _ = shutdown.changed() => {}
+                    }
                     continue;
                 }
                 Ok(None) => {}
@@ -166,9 +174,14 @@ impl Worker {
         }
     }
 
-    async fn build(&self, build: ClaimedBuild, shutdown: &mut watch::Receiver<bool>) {
+    /// Runs one build to its end. Returns true when it stopped on a
+    /// transient failure, so the slot pauses before claiming again.
+    async fn build(&self, build: ClaimedBuild, shutdown: &mut watch::Receiver<bool>) -> bool {
         let span = tracing::info_span!("build", build = %build.id, worker = self.id, attempt = build.attempts);
-        let _entered = span.enter();
+        self.run_build(build, shutdown).instrument(span).await
+    }
+
+    async fn run_build(&self, build: ClaimedBuild, shutdown: &mut watch::Receiver<bool>) -> bool {
         tracing::info!("build started");
         let lost = Arc::new(AtomicBool::new(false));
         let heartbeat = tokio::spawn(heartbeat(
@@ -185,35 +198,53 @@ impl Worker {
         };
         heartbeat.abort();
         let _ = tokio::fs::remove_dir_all(&dir).await;
-        match result {
+        let outcome = match result {
             None => {
                 tracing::info!("shutting down: the build goes back to the queue");
-                if let Err(error) = self.store.release_build(build.id, &self.id).await {
-                    tracing::warn!(%error, "could not release the build; its lease will expire");
-                }
+                self.release(&build).await;
+                return false;
             }
-            Some(Err(Interrupted)) => tracing::info!("build stopped: cancelled or taken over"),
-            Some(Ok(outcome)) => match self.store.finish_build(&build, &self.id, &outcome).await {
-                Ok(true) => tracing::info!(?outcome, "build finished"),
-                Ok(false) => tracing::info!("build was cancelled before it could be published"),
-                Err(error) => {
-                    tracing::warn!(%error, "could not publish the build; it will be retried")
-                }
-            },
+            Some(Err(Stopped::Lost)) => {
+                tracing::info!("build stopped: cancelled or taken over");
+                return false;
+            }
+            Some(Err(Stopped::Transient(error))) => {
+                tracing::warn!(%error, "build interrupted by a transient failure; it goes back to the queue");
+                self.release(&build).await;
+                return true;
+            }
+            Some(Ok(outcome)) => outcome,
+        };
+        match self.store.finish_build(&build, &self.id, &outcome).await {
+            Ok(true) => tracing::info!(?outcome, "build finished"),
+            Ok(false) => tracing::info!("build was cancelled before it could be published"),
+            Err(error) => {
+                tracing::warn!(%error, "could not publish the build; it goes back to the queue");
+                self.release(&build).await;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Gives the build back at once rather than letting it wait out its lease.
+    async fn release(&self, build: &ClaimedBuild) {
+        if let Err(error) = self.store.release_build(build.id, &self.id).await {
+            tracing::warn!(%error, "could not release the build; it is retried when its lease expires");
         }
     }
 
-    /// The stages; `Err(Interrupted)` when the build is no longer ours to
-    /// finish (cancelled, lease lost, or a transient failure to retry later).
+    /// The stages; an error when the build is no longer ours to finish
+    /// (cancelled or taken over) or a transient failure stopped it.
     async fn stages(
         &self,
         build: &ClaimedBuild,
         dir: &Path,
         lost: &AtomicBool,
-    ) -> Result<BuildOutcome, Interrupted> {
+    ) -> Result<BuildOutcome, Stopped> {
         let still_ours = || {
             if lost.load(Ordering::SeqCst) {
-                Err(Interrupted)
+                Err(Stopped::Lost)
             } else {
                 Ok(())
             }
@@ -249,7 +280,7 @@ impl Worker {
             .await
             .map_err(transient)?
         {
-            return Err(Interrupted);
+            return Err(Stopped::Lost);
         }
         let language = if build.language.starts_with('r') {
             Language::R
@@ -271,12 +302,16 @@ impl Worker {
     }
 }
 
-/// The build is not ours to finish now.
-struct Interrupted;
+/// Why the stages stopped without an outcome.
+enum Stopped {
+    /// Cancelled, or taken over by another worker after the lease ran out.
+    Lost,
+    /// Storage, the database or the machine failed for now; worth retrying.
+    Transient(String),
+}
 
-fn transient(error: impl std::fmt::Display) -> Interrupted {
-    tracing::warn!(%error, "build interrupted by a transient failure; it will be retried when its lease expires");
-    Interrupted
+fn transient(error: impl std::fmt::Display) -> Stopped {
+    Stopped::Transient(error.to_string())
 }
 
 fn failed(failure: BuildFailure) -> BuildOutcome {

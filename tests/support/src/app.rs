@@ -111,6 +111,15 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: TestOptions) -> Self {
+        // Server and worker logs go to the test's captured output, shown when
+        // it fails (RUST_LOG sets the level; warnings by default).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         let files_dir = tempfile::tempdir().expect("temp dir for files");
         let files = match options.files {
             Some(files) => files,
@@ -121,7 +130,7 @@ impl TestApp {
         };
         let database = fresh_database().await;
         let connect_options = PgConnectOptions::from_str(&database.url).expect("test database URL");
-        let store = Store::connect(connect_options, 8)
+        let store = Store::connect(connect_options, 16)
             .await
             .expect("connect to the test database");
         let admin_token = generate_token();
