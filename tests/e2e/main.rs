@@ -7,6 +7,7 @@ mod auth;
 mod builds;
 mod cli;
 mod deployments;
+mod newer_clients;
 mod projects;
 mod routing;
 mod variables;

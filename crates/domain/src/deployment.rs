@@ -285,6 +285,10 @@ pub struct DeploymentCreate {
     pub output_fields: Option<Vec<FieldInput>>,
     #[serde(default)]
     pub labels: Option<Labels>,
+    /// Sent by newer clients. Every deployment here takes requests in the
+    /// request format, so only `true` (or nothing) is accepted.
+    #[serde(default)]
+    pub supports_request_format: Option<bool>,
 }
 
 /// A deployment that passed every rule and can be stored.
@@ -302,6 +306,11 @@ pub struct NewDeployment {
 impl DeploymentCreate {
     pub fn validate(self) -> Result<NewDeployment, ValidationError> {
         validate_resource_name("deployment", &self.name)?;
+        if self.supports_request_format == Some(false) {
+            return Err(ValidationError::new(
+                "supports_request_format must be true: this server only runs deployments with the request format",
+            ));
+        }
         let labels = self.labels.unwrap_or_default();
         validate_labels(&labels)?;
         Ok(NewDeployment {
@@ -413,6 +422,16 @@ mod tests {
         request
             .validate(input, output)
             .map_err(|e| e.message().to_owned())
+    }
+
+    #[test]
+    fn newer_clients_may_say_they_support_the_request_format() {
+        let plain = json!({"name": "d", "input_type": "plain", "output_type": "plain"});
+        for (supports, ok) in [(json!(true), true), (json!(null), true), (json!(false), false)] {
+            let mut body = plain.clone();
+            body["supports_request_format"] = supports.clone();
+            assert_eq!(create(body).is_ok(), ok, "{supports}");
+        }
     }
 
     #[test]

@@ -4,10 +4,12 @@
 
 pub mod audit;
 pub mod deployment;
+pub mod environment;
 mod error;
 pub mod labels;
 pub mod names;
 pub mod secrets;
+pub mod stable_id;
 pub mod text;
 pub mod token;
 pub mod variable;

@@ -2,10 +2,13 @@
 //! settings, with every documented default and bound.
 
 use serde::Deserialize;
+use uuid::Uuid;
 
 use crate::deployment::nullable;
+use crate::environment::language_of_environment;
 use crate::labels::{validate_labels, Labels};
 use crate::names::validate_resource_name;
+use crate::stable_id::stable_id;
 use crate::{text, ValidationError};
 
 pub const DEFAULT_LANGUAGE: &str = "python3.7";
@@ -67,9 +70,27 @@ pub struct InstanceType {
     pub memory_mib: i32,
 }
 
+impl std::fmt::Display for InstanceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 impl InstanceType {
     pub fn is_gpu(&self) -> bool {
         self.name.contains('_')
+    }
+
+    /// Newer clients pick an instance type group (`instance_type_group_id` or
+    /// `_name`) instead of an instance type. Every instance type is its own
+    /// group, named like the type, with an id derived from the name so that it
+    /// is the same on every server and after every restart.
+    pub fn group_id(&self) -> Uuid {
+        instance_type_group_id(&self.name)
+    }
+
+    pub fn group_name(&self) -> &str {
+        &self.name
     }
 
     fn from_memory(memory_mib: i32) -> Self {
@@ -78,6 +99,11 @@ impl InstanceType {
             memory_mib,
         }
     }
+}
+
+/// The id of the instance type group of the instance type with this name.
+pub fn instance_type_group_id(instance_type: &str) -> Uuid {
+    stable_id("instance type group", instance_type)
 }
 
 /// The instance types this server offers: the built-in list plus any the
@@ -128,6 +154,38 @@ impl InstanceTypeCatalog {
             .ok_or_else(|| {
                 ValidationError::new(format!(
                     "Unknown instance_type '{}': use one of {}",
+                    shorten(name),
+                    self.names().join(", ")
+                ))
+            })
+    }
+
+    pub fn all(&self) -> &[InstanceType] {
+        &self.types
+    }
+
+    pub fn by_group_id(&self, id: &str) -> Result<InstanceType, ValidationError> {
+        let wanted = Uuid::parse_str(id).ok();
+        self.types
+            .iter()
+            .find(|t| Some(t.group_id()) == wanted)
+            .cloned()
+            .ok_or_else(|| {
+                ValidationError::new(format!(
+                    "Unknown instance_type_group_id '{}': the groups and their ids are listed at /projects/{{project_name}}/instance-type-groups",
+                    shorten(id)
+                ))
+            })
+    }
+
+    pub fn by_group_name(&self, name: &str) -> Result<InstanceType, ValidationError> {
+        self.types
+            .iter()
+            .find(|t| t.group_name() == name)
+            .cloned()
+            .ok_or_else(|| {
+                ValidationError::new(format!(
+                    "Unknown instance_type_group_name '{}': use one of {}",
                     shorten(name),
                     self.names().join(", ")
                 ))
@@ -271,6 +329,11 @@ pub struct VersionSettings {
 /// one shape, as both take the same settings. Create needs `version`; update
 /// cannot change `language`. `description`, `labels`, `monitoring` and
 /// `default_notification_group` may be `null` to clear them.
+///
+/// Newer clients name two settings differently: `environment` (or
+/// `environment_name`) for `language`, and `instance_type_group_id` or
+/// `instance_type_group_name` for `instance_type`. Every name of a setting is
+/// accepted; when several are sent they must agree.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionRequest {
@@ -279,9 +342,17 @@ pub struct VersionRequest {
     #[serde(default)]
     pub language: Option<String>,
     #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub environment_name: Option<String>,
+    #[serde(default)]
     pub memory_allocation: Option<i32>,
     #[serde(default)]
     pub instance_type: Option<String>,
+    #[serde(default)]
+    pub instance_type_group_id: Option<String>,
+    #[serde(default)]
+    pub instance_type_group_name: Option<String>,
     #[serde(default)]
     pub maximum_instances: Option<i32>,
     #[serde(default)]
@@ -318,17 +389,9 @@ impl VersionRequest {
             ));
         };
         let language = self
-            .language
-            .clone()
-            .unwrap_or_else(|| DEFAULT_LANGUAGE.to_owned());
-        if language_description(&language).is_none() {
-            let names: Vec<&str> = LANGUAGES.iter().map(|(name, _)| *name).collect();
-            return Err(ValidationError::new(format!(
-                "Unsupported language '{}': use one of {}",
-                shorten(&language),
-                names.join(", ")
-            )));
-        }
+            .requested_language()?
+            .unwrap_or(DEFAULT_LANGUAGE)
+            .to_owned();
         let defaults = VersionSettings {
             name,
             language,
@@ -360,15 +423,76 @@ impl VersionRequest {
         catalog: &InstanceTypeCatalog,
     ) -> Result<VersionSettings, ValidationError> {
         if self
-            .language
-            .as_ref()
-            .is_some_and(|l| *l != current.language)
+            .requested_language()?
+            .is_some_and(|l| l != current.language)
         {
             return Err(ValidationError::new(
-                "`language` cannot be changed after a version is created: create a new version instead",
+                "`language` (`environment`) cannot be changed after a version is created: create a new version instead",
             ));
         }
         self.apply(current, catalog)
+    }
+
+    /// The language named by `language`, `environment` or `environment_name`.
+    fn requested_language(&self) -> Result<Option<&'static str>, ValidationError> {
+        let mut chosen = None;
+        if let Some(language) = &self.language {
+            let known = LANGUAGES
+                .iter()
+                .find(|(name, _)| *name == language.as_str())
+                .map(|(name, _)| *name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = LANGUAGES.iter().map(|(name, _)| *name).collect();
+                    ValidationError::new(format!(
+                        "Unsupported language '{}': use one of {}",
+                        shorten(language),
+                        names.join(", ")
+                    ))
+                })?;
+            agree(&mut chosen, "language", known)?;
+        }
+        for (field, value) in [
+            ("environment", &self.environment),
+            ("environment_name", &self.environment_name),
+        ] {
+            if let Some(name) = value {
+                agree(&mut chosen, field, language_of_environment(field, name)?)?;
+            }
+        }
+        Ok(chosen.map(|(_, language)| language))
+    }
+
+    /// The instance type named by `instance_type`, `instance_type_group_id`,
+    /// `instance_type_group_name` or (for a plain type) `memory_allocation`.
+    fn requested_instance_type(
+        &self,
+        catalog: &InstanceTypeCatalog,
+    ) -> Result<Option<InstanceType>, ValidationError> {
+        let mut chosen = None;
+        if let Some(name) = &self.instance_type {
+            agree(&mut chosen, "instance_type", catalog.by_name(name)?)?;
+        }
+        if let Some(id) = &self.instance_type_group_id {
+            agree(&mut chosen, "instance_type_group_id", catalog.by_group_id(id)?)?;
+        }
+        if let Some(name) = &self.instance_type_group_name {
+            agree(
+                &mut chosen,
+                "instance_type_group_name",
+                catalog.by_group_name(name)?,
+            )?;
+        }
+        match (chosen, self.memory_allocation) {
+            (Some((field, instance_type)), Some(memory)) if instance_type.memory_mib != memory => {
+                Err(ValidationError::new(format!(
+                    "{field} '{}' has {} MiB but memory_allocation is {memory}: send one of them, or matching values",
+                    instance_type.name, instance_type.memory_mib
+                )))
+            }
+            (Some((_, instance_type)), _) => Ok(Some(instance_type)),
+            (None, Some(memory)) => catalog.by_memory(memory).map(Some),
+            (None, None) => Ok(None),
+        }
     }
 
     fn apply(
@@ -376,28 +500,14 @@ impl VersionRequest {
         mut settings: VersionSettings,
         catalog: &InstanceTypeCatalog,
     ) -> Result<VersionSettings, ValidationError> {
-        if let Some(name) = self.version {
-            settings.name = name;
-        }
-        // memory_allocation and instance_type are two views of one setting.
-        let instance_type = match (self.instance_type, self.memory_allocation) {
-            (Some(name), Some(memory)) => {
-                let instance_type = catalog.by_name(&name)?;
-                if instance_type.memory_mib != memory {
-                    return Err(ValidationError::new(format!(
-                        "instance_type '{name}' has {} MiB but memory_allocation is {memory}: send one of them, or matching values",
-                        instance_type.memory_mib
-                    )));
-                }
-                Some(instance_type)
-            }
-            (Some(name), None) => Some(catalog.by_name(&name)?),
-            (None, Some(memory)) => Some(catalog.by_memory(memory)?),
-            (None, None) => None,
-        };
-        if let Some(instance_type) = instance_type {
+        // memory_allocation, instance_type and the instance type group are
+        // views of one setting.
+        if let Some(instance_type) = self.requested_instance_type(catalog)? {
             settings.memory_allocation = instance_type.memory_mib;
             settings.instance_type = instance_type.name;
+        }
+        if let Some(name) = self.version {
+            settings.name = name;
         }
         macro_rules! set {
             ($($field:ident),*) => {$(
@@ -432,6 +542,25 @@ impl VersionRequest {
         }
         validate(&settings, catalog)?;
         Ok(settings)
+    }
+}
+
+/// Records the value of one more field naming a setting; every field that names
+/// it must name the same value.
+fn agree<T: PartialEq + std::fmt::Display>(
+    chosen: &mut Option<(&'static str, T)>,
+    field: &'static str,
+    value: T,
+) -> Result<(), ValidationError> {
+    match chosen {
+        Some((first, earlier)) if *earlier != value => Err(ValidationError::new(format!(
+            "`{first}` and `{field}` name different settings ('{earlier}' and '{value}'): send one of them, or matching values"
+        ))),
+        Some(_) => Ok(()),
+        None => {
+            *chosen = Some((field, value));
+            Ok(())
+        }
     }
 }
 
@@ -612,6 +741,57 @@ mod tests {
         assert_eq!(updated.instance_type, "4096mb");
         let updated = update(&current, json!({"instance_type": "256mb"})).unwrap();
         assert_eq!(updated.memory_allocation, 256);
+    }
+
+    #[test]
+    fn environment_is_another_name_for_language() {
+        let by_environment = create(json!({"version": "v", "environment": "python3-8"})).unwrap();
+        assert_eq!(by_environment.language, "python3.8");
+        let by_name = create(json!({"version": "v", "environment_name": "python3-10-cuda"})).unwrap();
+        assert_eq!(by_name.language, "python3.10_cuda");
+        let all_three = create(json!({"version": "v", "language": "r4.0", "environment": "r4-0", "environment_name": "r4.0"}))
+            .unwrap();
+        assert_eq!(all_three.language, "r4.0");
+        let err = create(json!({"version": "v", "language": "python3.9", "environment": "python3-8"})).unwrap_err();
+        assert!(err.contains("`language` and `environment` name different settings"), "{err}");
+        let err = create(json!({"version": "v", "environment": "ubuntu22-04"})).unwrap_err();
+        assert!(err.starts_with("Unknown environment 'ubuntu22-04'"), "{err}");
+        // An update may repeat the environment, never change it.
+        assert!(update(&by_environment, json!({"environment": "python3-8"})).is_ok());
+        let err = update(&by_environment, json!({"environment_name": "python3-9"})).unwrap_err();
+        assert!(err.contains("cannot be changed"), "{err}");
+    }
+
+    #[test]
+    fn instance_type_groups_are_another_name_for_instance_types() {
+        let catalog = InstanceTypeCatalog::default();
+        let small = catalog.by_name("512mb").unwrap();
+        // Ids are stable: derived from the name, not random.
+        assert_eq!(small.group_id(), catalog.by_name("512mb").unwrap().group_id());
+        assert_ne!(small.group_id(), catalog.by_name("1024mb").unwrap().group_id());
+        let id = small.group_id().to_string();
+
+        let by_id = create(json!({"version": "v", "instance_type_group_id": id})).unwrap();
+        assert_eq!((by_id.instance_type.as_str(), by_id.memory_allocation), ("512mb", 512));
+        let by_name = create(json!({"version": "v", "instance_type_group_name": "16384mb_t4", "maximum_idle_time": 300}))
+            .unwrap();
+        assert_eq!((by_name.instance_type.as_str(), by_name.memory_allocation), ("16384mb_t4", 16384));
+        assert!(create(json!({"version": "v", "instance_type": "512mb", "instance_type_group_id": id, "memory_allocation": 512}))
+            .is_ok());
+
+        let err = create(json!({"version": "v", "instance_type": "1024mb", "instance_type_group_id": id})).unwrap_err();
+        assert!(err.contains("`instance_type` and `instance_type_group_id` name different settings"), "{err}");
+        let err = create(json!({"version": "v", "instance_type_group_name": "512mb", "memory_allocation": 1024})).unwrap_err();
+        assert!(err.contains("instance_type_group_name '512mb' has 512 MiB but memory_allocation is 1024"), "{err}");
+        for bad in [json!({"instance_type_group_id": "not-a-uuid"}), json!({"instance_type_group_id": Uuid::nil().to_string()}), json!({"instance_type_group_name": "2048 MB + 0.5 vCPU"})] {
+            let mut body = bad.clone();
+            body["version"] = json!("v");
+            let err = create(body).unwrap_err();
+            assert!(err.starts_with("Unknown instance_type_group_"), "{bad}: {err}");
+        }
+        // Updating by group updates every view.
+        let updated = update(&by_id, json!({"instance_type_group_name": "4096mb"})).unwrap();
+        assert_eq!((updated.instance_type.as_str(), updated.memory_allocation), ("4096mb", 4096));
     }
 
     #[test]

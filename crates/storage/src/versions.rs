@@ -20,6 +20,8 @@ pub struct Version {
     pub status: VersionStatus,
     pub active_revision: Option<Uuid>,
     pub latest_build: Option<Uuid>,
+    /// The revision the newest build builds (what a client waits for).
+    pub latest_revision: Option<Uuid>,
     pub last_file_upload: Option<DateTime<Utc>>,
     pub has_request_method: bool,
     pub has_requests_method: bool,
@@ -58,6 +60,7 @@ struct VersionRow {
     status: String,
     active_revision_id: Option<Uuid>,
     latest_build_id: Option<Uuid>,
+    latest_revision_id: Option<Uuid>,
     last_file_upload: Option<DateTime<Utc>>,
     has_request_method: bool,
     has_requests_method: bool,
@@ -98,6 +101,7 @@ impl TryFrom<VersionRow> for Version {
             status,
             active_revision: row.active_revision_id,
             latest_build: row.latest_build_id,
+            latest_revision: row.latest_revision_id,
             last_file_upload: row.last_file_upload,
             has_request_method: row.has_request_method,
             has_requests_method: row.has_requests_method,
@@ -127,7 +131,10 @@ async fn fetch_version(
                labels AS "labels: Json<Labels>", monitoring, default_notification_group,
                request_retention_time, request_retention_mode, maximum_queue_size_express,
                maximum_queue_size_batch, static_ip, restart_request_interruption, status,
-               active_revision_id, latest_build_id, last_file_upload, has_request_method,
+               active_revision_id, latest_build_id,
+               (SELECT b.revision_id FROM builds b WHERE b.id = latest_build_id)
+                   AS "latest_revision_id?",
+               last_file_upload, has_request_method,
                has_requests_method, creation_date, last_updated
            FROM versions WHERE deployment_id = $1 AND name = $2"#,
         deployment_id,
@@ -241,7 +248,10 @@ impl Store {
                    labels AS "labels: Json<Labels>", monitoring, default_notification_group,
                    request_retention_time, request_retention_mode, maximum_queue_size_express,
                    maximum_queue_size_batch, static_ip, restart_request_interruption, status,
-                   active_revision_id, latest_build_id, last_file_upload, has_request_method,
+                   active_revision_id, latest_build_id,
+               (SELECT b.revision_id FROM builds b WHERE b.id = latest_build_id)
+                   AS "latest_revision_id?",
+               last_file_upload, has_request_method,
                    has_requests_method, creation_date, last_updated
                FROM versions v
                WHERE deployment_id = $1

@@ -3,8 +3,11 @@
 
 mod audit;
 mod deployments;
+mod environments;
+mod instance_type_groups;
 mod projects;
 mod revisions;
+mod user;
 mod variables;
 mod versions;
 
@@ -31,9 +34,12 @@ pub fn api_routes(state: AppState) -> Router {
         .merge(versions::routes())
         .merge(variables::routes())
         .merge(revisions::routes())
+        .merge(environments::routes())
+        .merge(instance_type_groups::routes())
         .route_layer(middleware::from_fn(require_project_access));
     let authenticated = Router::new()
         .merge(projects::routes())
+        .merge(user::routes())
         .merge(in_project)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state);

@@ -160,6 +160,17 @@ impl From<Build> for BuildResponse {
     }
 }
 
+/// The documented build, plus what newer clients need to read it as a
+/// revision (their model requires `version`; `created_by` as in revisions).
+/// `id` stays the build's id, as documented.
+#[derive(Serialize)]
+struct RebuildResponse {
+    #[serde(flatten)]
+    build: BuildResponse,
+    version: String,
+    created_by: String,
+}
+
 #[derive(Serialize)]
 struct UploadResponse {
     success: bool,
@@ -194,13 +205,20 @@ async fn rebuild(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     PathParams(path): PathParams<VersionPath>,
-) -> ApiResult<(StatusCode, Json<BuildResponse>)> {
+) -> ApiResult<(StatusCode, Json<RebuildResponse>)> {
     let version = path.resolve(&state, &principal).await?;
     let build = state
         .store
         .rebuild_revision(version.as_ref(), path.revision_id()?, &principal.actor)
         .await?;
-    Ok((StatusCode::CREATED, Json(build.into())))
+    Ok((
+        StatusCode::CREATED,
+        Json(RebuildResponse {
+            build: build.into(),
+            version: version.name,
+            created_by: principal.actor.email,
+        }),
+    ))
 }
 
 async fn list_builds(

@@ -7,7 +7,10 @@ use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ubiops_domain::labels::{LabelFilter, Labels};
-use ubiops_domain::version::{language_description, RetentionMode, VersionRequest};
+use ubiops_domain::environment::environment_name;
+use ubiops_domain::version::{
+    instance_type_group_id, language_description, RetentionMode, VersionRequest,
+};
 use ubiops_storage::Version;
 use uuid::Uuid;
 
@@ -30,7 +33,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// One shape for every version response: the union of the documented
-/// create, list and detail fields. Clients ignore keys they do not know.
+/// create, list and detail fields, plus the names newer clients read
+/// (`environment*`, `instance_type_group_*`, `latest_revision`). Clients
+/// ignore keys they do not know.
 #[derive(Serialize)]
 struct VersionResponse {
     id: Uuid,
@@ -39,11 +44,18 @@ struct VersionResponse {
     description: Option<String>,
     language: String,
     language_description: Option<&'static str>,
+    environment: String,
+    environment_name: String,
+    environment_display_name: Option<&'static str>,
+    environment_tag: Option<String>,
     status: &'static str,
     active_revision: Option<Uuid>,
     latest_build: Option<Uuid>,
+    latest_revision: Option<Uuid>,
     memory_allocation: i32,
     instance_type: String,
+    instance_type_group_id: Uuid,
+    instance_type_group_name: String,
     maximum_instances: i32,
     minimum_instances: i32,
     maximum_idle_time: i32,
@@ -70,13 +82,20 @@ impl VersionResponse {
             id: version.id,
             deployment: deployment.to_owned(),
             language_description: language_description(&settings.language),
+            environment: environment_name(&settings.language),
+            environment_name: environment_name(&settings.language),
+            environment_display_name: language_description(&settings.language),
+            environment_tag: None,
             version: settings.name,
             description: settings.description,
             language: settings.language,
             status: version.status.as_str(),
             active_revision: version.active_revision,
             latest_build: version.latest_build,
+            latest_revision: version.latest_revision,
             memory_allocation: settings.memory_allocation,
+            instance_type_group_id: instance_type_group_id(&settings.instance_type),
+            instance_type_group_name: settings.instance_type.clone(),
             instance_type: settings.instance_type,
             maximum_instances: settings.maximum_instances,
             minimum_instances: settings.minimum_instances,

@@ -1,0 +1,192 @@
+//! Environments as newer clients see them: one built-in system environment per
+//! supported language (see `ubiops_domain::environment`), each with one tag
+//! that is always built. `ubiops.utils.wait_for_deployment_version` (and so
+//! `ubiops versions wait`) reads the version's environment and its tags before
+//! it waits for the revision; a system environment needs no waiting.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ubiops_domain::environment::{
+    system_environment, system_environments, SystemEnvironment, SYSTEM_ENVIRONMENT_TAG,
+};
+use ubiops_domain::labels::{LabelFilter, Labels};
+use uuid::Uuid;
+
+use super::authorized_project;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{PathParams, QueryParams};
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/projects/{project_name}/environments", get(list))
+        .route(
+            "/projects/{project_name}/environments/{environment_name}",
+            get(read),
+        )
+        .route(
+            "/projects/{project_name}/environments/{environment_name}/tags",
+            get(list_tags),
+        )
+        .route(
+            "/projects/{project_name}/environments/{environment_name}/tags/{tag_name}",
+            get(read_tag),
+        )
+}
+
+#[derive(Serialize)]
+struct EnvironmentResponse {
+    id: Uuid,
+    name: String,
+    project: String,
+    display_name: &'static str,
+    /// The display name again: 4.x's model shows no `display_name`.
+    description: &'static str,
+    labels: Labels,
+    /// System environments exist as long as the project does.
+    creation_date: DateTime<Utc>,
+    last_updated: DateTime<Utc>,
+    system: bool,
+    supports_request_format: bool,
+    base_environment: Option<String>,
+    gpu_required: bool,
+    language: &'static str,
+}
+
+impl EnvironmentResponse {
+    fn new(project: &str, since: DateTime<Utc>, environment: SystemEnvironment) -> Self {
+        EnvironmentResponse {
+            id: environment.id(),
+            name: environment.name(),
+            project: project.to_owned(),
+            display_name: environment.display_name,
+            description: environment.display_name,
+            labels: Labels::new(),
+            creation_date: since,
+            last_updated: since,
+            system: true,
+            supports_request_format: true,
+            base_environment: None,
+            gpu_required: environment.needs_gpu(),
+            language: environment.language,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TagResponse {
+    id: Uuid,
+    name: &'static str,
+    environment: String,
+    creation_date: DateTime<Utc>,
+    status: &'static str,
+    built: bool,
+    supports_request_format: bool,
+    implicit: bool,
+    deprecated: bool,
+    size: Option<i64>,
+    error_message: Option<String>,
+}
+
+impl TagResponse {
+    fn new(since: DateTime<Utc>, environment: SystemEnvironment) -> Self {
+        TagResponse {
+            id: environment.tag_id(),
+            name: SYSTEM_ENVIRONMENT_TAG,
+            environment: environment.name(),
+            creation_date: since,
+            status: "success",
+            built: true,
+            supports_request_format: true,
+            implicit: false,
+            deprecated: false,
+            size: None,
+            error_message: None,
+        }
+    }
+}
+
+/// The filters the clients send. Every environment here is a system one
+/// without labels, so `system=false` and any label filter match nothing.
+#[derive(Deserialize)]
+struct ListQuery {
+    system: Option<String>,
+    labels: Option<String>,
+}
+
+fn environment_not_found(name: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "Environment '{}' not found: this server offers one system environment per supported language (list them at /projects/{{project_name}}/environments)",
+        name.chars().take(80).collect::<String>()
+    ))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(project_name): PathParams<String>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<EnvironmentResponse>>> {
+    let labels = LabelFilter::parse_optional(query.labels.as_deref())?;
+    let system = match query.system.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("true") => true,
+        Some("false") => false,
+        Some(_) => return Err(ApiError::bad_request("`system` must be true or false")),
+    };
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    if !system || labels.is_some() {
+        return Ok(Json(Vec::new()));
+    }
+    Ok(Json(
+        system_environments()
+            .map(|e| EnvironmentResponse::new(&project.name, project.creation_date, e))
+            .collect(),
+    ))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams((project_name, environment_name)): PathParams<(String, String)>,
+) -> ApiResult<Json<EnvironmentResponse>> {
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    let environment =
+        system_environment(&environment_name).ok_or_else(|| environment_not_found(&environment_name))?;
+    Ok(Json(EnvironmentResponse::new(
+        &project.name,
+        project.creation_date,
+        environment,
+    )))
+}
+
+async fn list_tags(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams((project_name, environment_name)): PathParams<(String, String)>,
+) -> ApiResult<Json<Vec<TagResponse>>> {
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    let environment =
+        system_environment(&environment_name).ok_or_else(|| environment_not_found(&environment_name))?;
+    Ok(Json(vec![TagResponse::new(project.creation_date, environment)]))
+}
+
+async fn read_tag(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams((project_name, environment_name, tag_name)): PathParams<(String, String, String)>,
+) -> ApiResult<Json<TagResponse>> {
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    let environment =
+        system_environment(&environment_name).ok_or_else(|| environment_not_found(&environment_name))?;
+    if tag_name != SYSTEM_ENVIRONMENT_TAG {
+        return Err(ApiError::not_found(format!(
+            "Tag '{}' not found: system environments have the one tag '{SYSTEM_ENVIRONMENT_TAG}'",
+            tag_name.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(Json(TagResponse::new(project.creation_date, environment)))
+}

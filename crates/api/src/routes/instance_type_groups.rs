@@ -1,0 +1,106 @@
+//! Instance type groups as newer clients see them: every instance type this
+//! server offers is a group of one, named like the type, with a stable id
+//! (see `InstanceType::group_id`). Versions accept `instance_type_group_id` or
+//! `_name` wherever they accept `instance_type`.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use ubiops_domain::version::InstanceType;
+use uuid::Uuid;
+
+use super::authorized_project;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::PathParams;
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/projects/{project_name}/instance-type-groups", get(list))
+        .route(
+            "/projects/{project_name}/instance-type-groups/{group_id}",
+            get(read),
+        )
+}
+
+/// The list is paginated in newer clients' model; everything fits one page.
+#[derive(Serialize)]
+struct GroupPage {
+    next: Option<String>,
+    previous: Option<String>,
+    results: Vec<GroupResponse>,
+}
+
+#[derive(Serialize)]
+struct GroupResponse {
+    id: Uuid,
+    name: String,
+    time_created: DateTime<Utc>,
+    time_updated: DateTime<Utc>,
+    instance_types: Vec<InstanceTypeItem>,
+}
+
+#[derive(Serialize)]
+struct InstanceTypeItem {
+    id: Uuid,
+    name: String,
+    display_name: String,
+    /// MiB, as `memory_allocation`.
+    memory: i32,
+    accelerator: i32,
+    priority: i32,
+}
+
+impl GroupResponse {
+    /// Built-in groups exist as long as the project does.
+    fn new(since: DateTime<Utc>, instance_type: &InstanceType) -> Self {
+        GroupResponse {
+            id: instance_type.group_id(),
+            name: instance_type.group_name().to_owned(),
+            time_created: since,
+            time_updated: since,
+            instance_types: vec![InstanceTypeItem {
+                id: instance_type.group_id(),
+                name: instance_type.name.clone(),
+                display_name: instance_type.name.clone(),
+                memory: instance_type.memory_mib,
+                accelerator: i32::from(instance_type.is_gpu()),
+                priority: 0,
+            }],
+        }
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(project_name): PathParams<String>,
+) -> ApiResult<Json<GroupPage>> {
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    Ok(Json(GroupPage {
+        next: None,
+        previous: None,
+        results: state
+            .instance_types
+            .all()
+            .iter()
+            .map(|t| GroupResponse::new(project.creation_date, t))
+            .collect(),
+    }))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams((project_name, group_id)): PathParams<(String, String)>,
+) -> ApiResult<Json<GroupResponse>> {
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    let instance_type = state
+        .instance_types
+        .by_group_id(&group_id)
+        .map_err(|error| ApiError::not_found(error.message()))?;
+    Ok(Json(GroupResponse::new(project.creation_date, &instance_type)))
+}
