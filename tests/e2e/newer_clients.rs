@@ -36,9 +36,7 @@ async fn user_is_the_token_identity() {
         response.body,
         json!({"email": "alice@example.com", "name": null, "surname": null, "authentication": "token"})
     );
-    let anonymous = app
-        .send(app.client().get(app.url("/v2.1/user")))
-        .await;
+    let anonymous = app.send(app.client().get(app.url("/v2.1/user"))).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -50,9 +48,17 @@ async fn every_language_is_a_built_system_environment() {
     assert_eq!(
         names(&list.body),
         [
-            "python3-7", "python3-8", "python3-9", "python3-10", "python3-11",
-            "python3-7-cuda", "python3-8-cuda", "python3-9-cuda", "python3-10-cuda",
-            "python3-11-cuda", "r4-0",
+            "python3-7",
+            "python3-8",
+            "python3-9",
+            "python3-10",
+            "python3-11",
+            "python3-7-cuda",
+            "python3-8-cuda",
+            "python3-9-cuda",
+            "python3-10-cuda",
+            "python3-11-cuda",
+            "r4-0",
         ]
     );
     let one = app.get("/projects/p/environments/python3-8-cuda").await;
@@ -75,7 +81,11 @@ async fn every_language_is_a_built_system_environment() {
     assert_eq!(tags.status, StatusCode::OK);
     assert_eq!(names(&tags.body), ["latest"]);
     assert_eq!(
-        (&tags.body[0]["environment"], &tags.body[0]["status"], &tags.body[0]["built"]),
+        (
+            &tags.body[0]["environment"],
+            &tags.body[0]["status"],
+            &tags.body[0]["built"]
+        ),
         (&json!("r4-0"), &json!("success"), &json!(true))
     );
     let tag = app.get("/projects/p/environments/r4-0/tags/latest").await;
@@ -93,19 +103,32 @@ async fn every_language_is_a_built_system_environment() {
         assert!(response.body["error"].as_str().is_some(), "{missing}");
     }
     // The filters the clients send: nothing here is a user environment or has labels.
-    assert_eq!(app.get("/projects/p/environments?system=False").await.body, json!([]));
-    assert_eq!(app.get("/projects/p/environments?labels=a:b").await.body, json!([]));
+    assert_eq!(
+        app.get("/projects/p/environments?system=False").await.body,
+        json!([])
+    );
+    assert_eq!(
+        app.get("/projects/p/environments?labels=a:b").await.body,
+        json!([])
+    );
     assert_eq!(
         names(&app.get("/projects/p/environments?system=true").await.body).len(),
         11
     );
     assert_eq!(
-        app.get("/projects/p/environments?system=maybe").await.status,
+        app.get("/projects/p/environments?system=maybe")
+            .await
+            .status,
         StatusCode::BAD_REQUEST
     );
     let limited = app.token("bob@example.com", Some(&["other"])).await;
     let response = app
-        .call_as(&limited, Method::GET, "/projects/p/environments/python3-8", None)
+        .call_as(
+            &limited,
+            Method::GET,
+            "/projects/p/environments/python3-8",
+            None,
+        )
         .await;
     assert_eq!(response.status, StatusCode::FORBIDDEN);
 }
@@ -150,7 +173,10 @@ async fn versions_speak_both_vocabularies() {
 
     // v2.1 vocabulary in, the 4.x names follow.
     let updated = app
-        .patch(&format!("{VERSIONS}/v1"), json!({"memory_allocation": 4096}))
+        .patch(
+            &format!("{VERSIONS}/v1"),
+            json!({"memory_allocation": 4096}),
+        )
         .await;
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
     assert_eq!(updated.body["instance_type_group_name"], "4096mb");
@@ -161,23 +187,41 @@ async fn versions_speak_both_vocabularies() {
             json!({"instance_type_group_name": "1024mb", "environment_name": "python3-10"}),
         )
         .await;
-    assert_eq!(by_group_name.status, StatusCode::OK, "{}", by_group_name.body);
+    assert_eq!(
+        by_group_name.status,
+        StatusCode::OK,
+        "{}",
+        by_group_name.body
+    );
     assert_eq!(by_group_name.body["memory_allocation"], 1024);
 
     // Disagreeing names, unknown names and a changed environment change nothing.
     let before = app.snapshot().await;
     for (body, expected) in [
-        (json!({"instance_type": "512mb", "instance_type_group_name": "1024mb"}), "name different settings"),
+        (
+            json!({"instance_type": "512mb", "instance_type_group_name": "1024mb"}),
+            "name different settings",
+        ),
         (json!({"environment": "python3-8"}), "cannot be changed"),
         (json!({"environment": "ubuntu24-04"}), "Unknown environment"),
-        (json!({"instance_type_group_id": "d5b0c1a3-0000-4000-8000-000000000000"}), "Unknown instance_type_group_id"),
+        (
+            json!({"instance_type_group_id": "d5b0c1a3-0000-4000-8000-000000000000"}),
+            "Unknown instance_type_group_id",
+        ),
     ] {
         let response = app.patch(&format!("{VERSIONS}/v1"), body.clone()).await;
         assert_eq!(response.status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(response.error().contains(expected), "{body}: {}", response.error());
+        assert!(
+            response.error().contains(expected),
+            "{body}: {}",
+            response.error()
+        );
     }
     let response = app
-        .post(VERSIONS, json!({"version": "v2", "language": "python3.9", "environment": "python3-8"}))
+        .post(
+            VERSIONS,
+            json!({"version": "v2", "language": "python3.9", "environment": "python3-8"}),
+        )
         .await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
     assert_eq!(app.snapshot().await, before);
@@ -187,7 +231,13 @@ async fn versions_speak_both_vocabularies() {
 async fn latest_revision_is_the_revision_of_the_newest_build() {
     let app = app().await;
     app.post(VERSIONS, json!({"version": "v1"})).await;
-    let first = upload(&app, "/projects/p/deployments/d/versions/v1", deployment_zip(), "a.zip").await;
+    let first = upload(
+        &app,
+        "/projects/p/deployments/d/versions/v1",
+        deployment_zip(),
+        "a.zip",
+    )
+    .await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     let version = app.get(&format!("{VERSIONS}/v1")).await.body;
     assert_eq!(version["latest_revision"], first.body["revision"]);
@@ -217,7 +267,13 @@ async fn deployments_accept_supports_request_format() {
 async fn a_rebuild_reads_as_a_revision_too() {
     let app = app().await;
     app.post(VERSIONS, json!({"version": "v1"})).await;
-    let uploaded = upload(&app, "/projects/p/deployments/d/versions/v1", deployment_zip(), "a.zip").await;
+    let uploaded = upload(
+        &app,
+        "/projects/p/deployments/d/versions/v1",
+        deployment_zip(),
+        "a.zip",
+    )
+    .await;
     let revision = uploaded.body["revision"].as_str().unwrap();
     let rebuild = app
         .post(

@@ -427,7 +427,11 @@ mod tests {
     #[test]
     fn newer_clients_may_say_they_support_the_request_format() {
         let plain = json!({"name": "d", "input_type": "plain", "output_type": "plain"});
-        for (supports, ok) in [(json!(true), true), (json!(null), true), (json!(false), false)] {
+        for (supports, ok) in [
+            (json!(true), true),
+            (json!(null), true),
+            (json!(false), false),
+        ] {
             let mut body = plain.clone();
             body["supports_request_format"] = supports.clone();
             assert_eq!(create(body).is_ok(), ok, "{supports}");

@@ -473,7 +473,11 @@ impl VersionRequest {
             agree(&mut chosen, "instance_type", catalog.by_name(name)?)?;
         }
         if let Some(id) = &self.instance_type_group_id {
-            agree(&mut chosen, "instance_type_group_id", catalog.by_group_id(id)?)?;
+            agree(
+                &mut chosen,
+                "instance_type_group_id",
+                catalog.by_group_id(id)?,
+            )?;
         }
         if let Some(name) = &self.instance_type_group_name {
             agree(
@@ -747,15 +751,24 @@ mod tests {
     fn environment_is_another_name_for_language() {
         let by_environment = create(json!({"version": "v", "environment": "python3-8"})).unwrap();
         assert_eq!(by_environment.language, "python3.8");
-        let by_name = create(json!({"version": "v", "environment_name": "python3-10-cuda"})).unwrap();
+        let by_name =
+            create(json!({"version": "v", "environment_name": "python3-10-cuda"})).unwrap();
         assert_eq!(by_name.language, "python3.10_cuda");
         let all_three = create(json!({"version": "v", "language": "r4.0", "environment": "r4-0", "environment_name": "r4.0"}))
             .unwrap();
         assert_eq!(all_three.language, "r4.0");
-        let err = create(json!({"version": "v", "language": "python3.9", "environment": "python3-8"})).unwrap_err();
-        assert!(err.contains("`language` and `environment` name different settings"), "{err}");
+        let err =
+            create(json!({"version": "v", "language": "python3.9", "environment": "python3-8"}))
+                .unwrap_err();
+        assert!(
+            err.contains("`language` and `environment` name different settings"),
+            "{err}"
+        );
         let err = create(json!({"version": "v", "environment": "ubuntu22-04"})).unwrap_err();
-        assert!(err.starts_with("Unknown environment 'ubuntu22-04'"), "{err}");
+        assert!(
+            err.starts_with("Unknown environment 'ubuntu22-04'"),
+            "{err}"
+        );
         // An update may repeat the environment, never change it.
         assert!(update(&by_environment, json!({"environment": "python3-8"})).is_ok());
         let err = update(&by_environment, json!({"environment_name": "python3-9"})).unwrap_err();
@@ -767,31 +780,67 @@ mod tests {
         let catalog = InstanceTypeCatalog::default();
         let small = catalog.by_name("512mb").unwrap();
         // Ids are stable: derived from the name, not random.
-        assert_eq!(small.group_id(), catalog.by_name("512mb").unwrap().group_id());
-        assert_ne!(small.group_id(), catalog.by_name("1024mb").unwrap().group_id());
+        assert_eq!(
+            small.group_id(),
+            catalog.by_name("512mb").unwrap().group_id()
+        );
+        assert_ne!(
+            small.group_id(),
+            catalog.by_name("1024mb").unwrap().group_id()
+        );
         let id = small.group_id().to_string();
 
         let by_id = create(json!({"version": "v", "instance_type_group_id": id})).unwrap();
-        assert_eq!((by_id.instance_type.as_str(), by_id.memory_allocation), ("512mb", 512));
+        assert_eq!(
+            (by_id.instance_type.as_str(), by_id.memory_allocation),
+            ("512mb", 512)
+        );
         let by_name = create(json!({"version": "v", "instance_type_group_name": "16384mb_t4", "maximum_idle_time": 300}))
             .unwrap();
-        assert_eq!((by_name.instance_type.as_str(), by_name.memory_allocation), ("16384mb_t4", 16384));
+        assert_eq!(
+            (by_name.instance_type.as_str(), by_name.memory_allocation),
+            ("16384mb_t4", 16384)
+        );
         assert!(create(json!({"version": "v", "instance_type": "512mb", "instance_type_group_id": id, "memory_allocation": 512}))
             .is_ok());
 
-        let err = create(json!({"version": "v", "instance_type": "1024mb", "instance_type_group_id": id})).unwrap_err();
-        assert!(err.contains("`instance_type` and `instance_type_group_id` name different settings"), "{err}");
-        let err = create(json!({"version": "v", "instance_type_group_name": "512mb", "memory_allocation": 1024})).unwrap_err();
-        assert!(err.contains("instance_type_group_name '512mb' has 512 MiB but memory_allocation is 1024"), "{err}");
-        for bad in [json!({"instance_type_group_id": "not-a-uuid"}), json!({"instance_type_group_id": Uuid::nil().to_string()}), json!({"instance_type_group_name": "2048 MB + 0.5 vCPU"})] {
+        let err = create(
+            json!({"version": "v", "instance_type": "1024mb", "instance_type_group_id": id}),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("`instance_type` and `instance_type_group_id` name different settings"),
+            "{err}"
+        );
+        let err = create(
+            json!({"version": "v", "instance_type_group_name": "512mb", "memory_allocation": 1024}),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "instance_type_group_name '512mb' has 512 MiB but memory_allocation is 1024"
+            ),
+            "{err}"
+        );
+        for bad in [
+            json!({"instance_type_group_id": "not-a-uuid"}),
+            json!({"instance_type_group_id": Uuid::nil().to_string()}),
+            json!({"instance_type_group_name": "2048 MB + 0.5 vCPU"}),
+        ] {
             let mut body = bad.clone();
             body["version"] = json!("v");
             let err = create(body).unwrap_err();
-            assert!(err.starts_with("Unknown instance_type_group_"), "{bad}: {err}");
+            assert!(
+                err.starts_with("Unknown instance_type_group_"),
+                "{bad}: {err}"
+            );
         }
         // Updating by group updates every view.
         let updated = update(&by_id, json!({"instance_type_group_name": "4096mb"})).unwrap();
-        assert_eq!((updated.instance_type.as_str(), updated.memory_allocation), ("4096mb", 4096));
+        assert_eq!(
+            (updated.instance_type.as_str(), updated.memory_allocation),
+            ("4096mb", 4096)
+        );
     }
 
     #[test]

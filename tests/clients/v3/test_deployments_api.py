@@ -18,6 +18,17 @@ from ubiops.exceptions import ApiException
 
 from conftest import BOOTSTRAP_EMAIL, poll
 
+# The 31 operations of the Deployments API documentation.
+OPERATIONS = {
+    "builds_get", "builds_list", "builds_update", "deployment_audit_events_list",
+    *(f"deployment_environment_variables_{op}" for op in ["copy", "create", "delete", "get", "list", "update"]),
+    *(f"deployment_version_environment_variables_{op}" for op in ["copy", "create", "delete", "get", "list", "update"]),
+    *(f"deployment_versions_{op}" for op in ["create", "delete", "get", "list", "update"]),
+    *(f"deployments_{op}" for op in ["create", "delete", "get", "list", "update"]),
+    "revisions_file_download", "revisions_file_upload", "revisions_get", "revisions_list", "revisions_rebuild",
+}
+CALLED = set()
+
 PROJECT = "conformance"
 DEPLOYMENT = "image-recognition"
 FINISHED = {"success", "failed", "cancelled"}
@@ -29,8 +40,17 @@ def api(server, tmp_path_factory):
     config.temp_folder_path = str(tmp_path_factory.mktemp("downloads"))
     client = ubiops.ApiClient(config)
     core = ubiops.CoreApi(client)
+    for name in OPERATIONS:  # record which documented operations the tests reach
+        setattr(core, name, recorded(name, getattr(core, name)))
     yield core
     client.close()
+
+
+def recorded(name, operation):
+    def call(*args, **kwargs):
+        CALLED.add(name)
+        return operation(*args, **kwargs)
+    return call
 
 
 def error_of(call, *args, **kwargs):
@@ -483,3 +503,8 @@ def test_deployments_delete(api):
     assert error_of(api.deployments_get, PROJECT, "plain-two")[0] == 404
     assert error_of(api.deployment_audit_events_list, PROJECT, "plain-two")[0] == 404
     assert [d.name for d in api.deployments_list(PROJECT)] == [DEPLOYMENT]
+
+
+def test_every_documented_operation_was_driven():
+    assert len(OPERATIONS) == 31
+    assert OPERATIONS - CALLED == set()

@@ -13,6 +13,7 @@ use ubiops_domain::environment::{
     system_environment, system_environments, SystemEnvironment, SYSTEM_ENVIRONMENT_TAG,
 };
 use ubiops_domain::labels::{LabelFilter, Labels};
+use ubiops_storage::Project;
 use uuid::Uuid;
 
 use super::authorized_project;
@@ -118,11 +119,22 @@ struct ListQuery {
     labels: Option<String>,
 }
 
-fn environment_not_found(name: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "Environment '{}' not found: this server offers one system environment per supported language (list them at /projects/{{project_name}}/environments)",
-        name.chars().take(80).collect::<String>()
-    ))
+/// The project (scope first, then existence) and the system environment named
+/// in a request path.
+async fn project_environment(
+    state: &AppState,
+    principal: &Principal,
+    project_name: &str,
+    environment_name: &str,
+) -> ApiResult<(Project, SystemEnvironment)> {
+    let project = authorized_project(state, principal, project_name).await?;
+    let environment = system_environment(environment_name).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "Environment '{}' not found: this server offers one system environment per supported language (list them at /projects/{{project_name}}/environments)",
+            environment_name.chars().take(80).collect::<String>()
+        ))
+    })?;
+    Ok((project, environment))
 }
 
 async fn list(
@@ -132,7 +144,12 @@ async fn list(
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<EnvironmentResponse>>> {
     let labels = LabelFilter::parse_optional(query.labels.as_deref())?;
-    let system = match query.system.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let system = match query
+        .system
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("") | Some("true") => true,
         Some("false") => false,
         Some(_) => return Err(ApiError::bad_request("`system` must be true or false")),
@@ -153,9 +170,8 @@ async fn read(
     Extension(principal): Extension<Principal>,
     PathParams((project_name, environment_name)): PathParams<(String, String)>,
 ) -> ApiResult<Json<EnvironmentResponse>> {
-    let project = authorized_project(&state, &principal, &project_name).await?;
-    let environment =
-        system_environment(&environment_name).ok_or_else(|| environment_not_found(&environment_name))?;
+    let (project, environment) =
+        project_environment(&state, &principal, &project_name, &environment_name).await?;
     Ok(Json(EnvironmentResponse::new(
         &project.name,
         project.creation_date,
@@ -168,10 +184,12 @@ async fn list_tags(
     Extension(principal): Extension<Principal>,
     PathParams((project_name, environment_name)): PathParams<(String, String)>,
 ) -> ApiResult<Json<Vec<TagResponse>>> {
-    let project = authorized_project(&state, &principal, &project_name).await?;
-    let environment =
-        system_environment(&environment_name).ok_or_else(|| environment_not_found(&environment_name))?;
-    Ok(Json(vec![TagResponse::new(project.creation_date, environment)]))
+    let (project, environment) =
+        project_environment(&state, &principal, &project_name, &environment_name).await?;
+    Ok(Json(vec![TagResponse::new(
+        project.creation_date,
+        environment,
+    )]))
 }
 
 async fn read_tag(
@@ -179,9 +197,8 @@ async fn read_tag(
     Extension(principal): Extension<Principal>,
     PathParams((project_name, environment_name, tag_name)): PathParams<(String, String, String)>,
 ) -> ApiResult<Json<TagResponse>> {
-    let project = authorized_project(&state, &principal, &project_name).await?;
-    let environment =
-        system_environment(&environment_name).ok_or_else(|| environment_not_found(&environment_name))?;
+    let (project, environment) =
+        project_environment(&state, &principal, &project_name, &environment_name).await?;
     if tag_name != SYSTEM_ENVIRONMENT_TAG {
         return Err(ApiError::not_found(format!(
             "Tag '{}' not found: system environments have the one tag '{SYSTEM_ENVIRONMENT_TAG}'",

@@ -102,5 +102,8 @@ async fn read(
         .instance_types
         .by_group_id(&group_id)
         .map_err(|error| ApiError::not_found(error.message()))?;
-    Ok(Json(GroupResponse::new(project.creation_date, &instance_type)))
+    Ok(Json(GroupResponse::new(
+        project.creation_date,
+        &instance_type,
+    )))
 }

@@ -6,8 +6,8 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use ubiops_domain::labels::{LabelFilter, Labels};
 use ubiops_domain::environment::environment_name;
+use ubiops_domain::labels::{LabelFilter, Labels};
 use ubiops_domain::version::{
     instance_type_group_id, language_description, RetentionMode, VersionRequest,
 };
