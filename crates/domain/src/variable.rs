@@ -38,7 +38,7 @@ impl ScopeLevel {
 
 /// Body of create and update (all three fields are required for both, as
 /// documented).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariableRequest {
     pub name: String,
@@ -126,7 +126,7 @@ pub fn check_secret_change(was_secret: bool, secret: bool) -> Result<(), Validat
 }
 
 /// Body of the copy operations.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CopyRequest {
     pub source_deployment: String,

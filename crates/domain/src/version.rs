@@ -189,7 +189,7 @@ fn shorten(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RetentionMode {
     None,
@@ -271,7 +271,7 @@ pub struct VersionSettings {
 /// one shape, as both take the same settings. Create needs `version`; update
 /// cannot change `language`. `description`, `labels`, `monitoring` and
 /// `default_notification_group` may be `null` to clear them.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VersionRequest {
     #[serde(default)]
