@@ -130,6 +130,13 @@ async fn the_document_is_served_without_a_token_under_both_prefixes() {
         (&scheme["type"], &scheme["in"], &scheme["name"]),
         (&json!("apiKey"), &json!("header"), &json!("Authorization"))
     );
+    // Project names follow the deployments' rule, whose pattern the domain's
+    // unit tests hold to the validator.
+    let schemas = &current["components"]["schemas"];
+    assert_eq!(
+        schemas["ProjectCreate"]["properties"]["name"]["pattern"],
+        schemas["DeploymentCreate"]["properties"]["name"]["pattern"]
+    );
     let ids: Vec<_> = operations(&current)
         .into_iter()
         .map(|o| o.operation_id)

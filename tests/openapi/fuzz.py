@@ -102,14 +102,19 @@ def seed(api):
     deployment = f"{project}/deployments/model"
     api.call("POST", f"{deployment}/versions", {"version": "v1"})
     version = f"{deployment}/versions/v1"
-    variable = api.call("POST", f"{version}/environment-variables",
-                        {"name": "MODE", "value": "fuzz", "secret": False})
+    variables = {
+        f"FUZZ_{scope}_VARIABLE_ID": api.call(
+            "POST", f"{path}/environment-variables",
+            {"name": f"{scope}_MODE", "value": "fuzz", "secret": scope == "VERSION"},
+        )["id"]
+        for scope, path in (("PROJECT", project), ("DEPLOYMENT", deployment), ("VERSION", version))
+    }
     upload = api.upload(f"{version}/revisions", "model.zip", deployment_zip())
     return {
         "FUZZ_PROJECT": "fuzz",
         "FUZZ_DEPLOYMENT": "model",
         "FUZZ_VERSION": "v1",
-        "FUZZ_VARIABLE_ID": variable["id"],
+        **variables,
         "FUZZ_REVISION_ID": upload["revision"],
         "FUZZ_BUILD_ID": upload["build"],
     }
@@ -178,7 +183,8 @@ def main():
             for selection in (["--exclude-name-regex", DESTRUCTIVE],
                               ["--include-name-regex", DESTRUCTIVE]):
                 print(f"--- schemathesis {' '.join(selection)}", flush=True)
-                status |= subprocess.call(command + selection, env={**os.environ, **seeded})
+                status |= subprocess.call(command + selection, env={**os.environ, **seeded},
+                                          cwd=log_dir)  # its cache goes there
         finally:
             server.send_signal(signal.SIGTERM)
             try:

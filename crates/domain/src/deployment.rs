@@ -279,6 +279,7 @@ fn contains_nul(value: &Value) -> bool {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentCreate {
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,62}[a-z0-9])?$")]
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
@@ -331,12 +332,14 @@ impl DeploymentCreate {
 #[serde(deny_unknown_fields)]
 pub struct DeploymentUpdate {
     #[serde(default)]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,62}[a-z0-9])?$")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub labels: Option<Option<Labels>>,
     #[serde(default)]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,62}[a-z0-9])?$")]
     pub default_version: Option<String>,
     #[serde(default)]
     pub input_fields: Option<Vec<FieldInput>>,

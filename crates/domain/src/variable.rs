@@ -41,6 +41,7 @@ impl ScopeLevel {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariableRequest {
+    #[schema(pattern = "^[A-Za-z]([A-Za-z0-9_]{0,62}[A-Za-z0-9])?$")]
     pub name: String,
     pub value: String,
     pub secret: bool,

@@ -275,6 +275,7 @@ pub struct VersionSettings {
 #[serde(deny_unknown_fields)]
 pub struct VersionRequest {
     #[serde(default)]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,62}[a-z0-9])?$")]
     pub version: Option<String>,
     #[serde(default)]
     pub language: Option<String>,

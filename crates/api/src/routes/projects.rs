@@ -51,6 +51,8 @@ impl From<Project> for ProjectResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProjectCreate {
+    /// The rule of `validate_resource_name`, as documented for deployments.
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,62}[a-z0-9])?$")]
     name: String,
     #[serde(default)]
     organization_name: Option<String>,
