@@ -26,7 +26,11 @@ async fn every_operation_refuses_a_missing_wrong_or_revoked_token() {
         .filter(|o| !o.secured)
         .map(|o| o.path.as_str())
         .collect();
-    assert_eq!(public, BTreeSet::from(PUBLIC_PATHS), "only these operations need no token");
+    assert_eq!(
+        public,
+        BTreeSet::from(PUBLIC_PATHS),
+        "only these operations need no token"
+    );
     let before = app.snapshot().await;
 
     let mut refused = 0;
@@ -39,13 +43,20 @@ async fn every_operation_refuses_a_missing_wrong_or_revoked_token() {
                     .client()
                     .request(operation.method.clone(), &url)
                     .header("Content-Type", "application/json")
-                    .body(json!({"name": "x", "input_type": "plain", "output_type": "plain"}).to_string());
+                    .body(
+                        json!({"name": "x", "input_type": "plain", "output_type": "plain"})
+                            .to_string(),
+                    );
                 if let Some(value) = authorization {
                     request = request.header("Authorization", value);
                 }
                 let response = app.send(request).await;
                 let which = authorization.map_or("no token", |a| {
-                    if a == revoked_header { "a revoked token" } else { "a wrong token" }
+                    if a == revoked_header {
+                        "a revoked token"
+                    } else {
+                        "a wrong token"
+                    }
                 });
                 assert_eq!(
                     response.status,
@@ -60,7 +71,11 @@ async fn every_operation_refuses_a_missing_wrong_or_revoked_token() {
         }
     }
     assert!(refused >= 2 * 3 * 31, "{refused} refusals");
-    assert_eq!(app.snapshot().await, before, "refused requests changed nothing");
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "refused requests changed nothing"
+    );
 
     // The public ones answer without a token, under both prefixes.
     for prefix in ["/v2.1", "/v2"] {

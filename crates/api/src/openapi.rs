@@ -64,8 +64,14 @@ pub fn base() -> OpenApi {
 
 /// The `{"error"}` responses many operations share, by component name.
 const SHARED_ERRORS: &[(&str, &str)] = &[
-    ("BadRequest", "The request is invalid; the message says what to fix"),
-    ("Unauthorized", "No, a malformed, an unknown or a revoked API token"),
+    (
+        "BadRequest",
+        "The request is invalid; the message says what to fix",
+    ),
+    (
+        "Unauthorized",
+        "No, a malformed, an unknown or a revoked API token",
+    ),
     ("Forbidden", "The API token has no access to this project"),
     ("NotFound", "An object named in the path does not exist"),
     ("PayloadTooLarge", "The request body is too large"),
@@ -126,6 +132,7 @@ pub fn complete(document: &mut OpenApi) {
                 .iter()
                 .any(|p| p.parameter_in == ParameterIn::Query);
             if !names.is_empty() {
+                add_error(operation, "400", "BadRequest");
                 add_error(operation, "404", "NotFound");
             }
             if names.iter().any(|name| name == "project_name") {

@@ -23,7 +23,11 @@ const TAG: &str = "Environment variables";
 /// Each scope: its path, the prefix of its operation ids (the UbiOps
 /// client's method names), and whether variables can be copied into it.
 const SCOPES: [(&str, &str, bool); 3] = [
-    ("/projects/{project_name}", "project_environment_variables", false),
+    (
+        "/projects/{project_name}",
+        "project_environment_variables",
+        false,
+    ),
     (
         "/projects/{project_name}/deployments/{deployment_name}",
         "deployment_environment_variables",

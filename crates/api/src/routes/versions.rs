@@ -97,7 +97,6 @@ impl VersionResponse {
     }
 }
 
-
 #[utoipa::path(get, path = "/projects/{project_name}/deployments/{deployment_name}/versions",
     operation_id = "deployment_versions_list", tag = TAG, params(ListQuery),
     responses((status = 200, body = Vec<VersionResponse>)))]
