@@ -81,13 +81,7 @@ async fn revoked_tokens_stop_working() {
             .status,
         StatusCode::OK
     );
-    let record = app
-        .store
-        .find_token(&ubiops_domain::token::hash_token(&token))
-        .await
-        .unwrap()
-        .unwrap();
-    app.store.revoke_token(record.id).await.unwrap();
+    app.revoke(&token).await;
     let response = app.call_as(&token, Method::GET, "/projects", None).await;
     assert_eq!(response.status, StatusCode::UNAUTHORIZED);
     assert!(response.error().contains("Invalid or revoked"));

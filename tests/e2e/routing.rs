@@ -38,6 +38,31 @@ async fn unknown_routes_and_methods_get_json_errors() {
     assert!(!wrong_method.error().is_empty());
 }
 
+/// PostgreSQL text cannot hold NUL; a name with one names nothing, and is
+/// refused like any other bad input (schemathesis found these as 500s).
+#[tokio::test]
+async fn nul_characters_in_looked_up_names_are_a_400() {
+    let app = TestApp::spawn().await;
+    app.create_project("p").await;
+    app.create_deployment("p", "d", &[]).await;
+    let before = app.snapshot().await;
+    for (method, path, body) in [
+        (Method::GET, "/projects/a%00b", None),
+        (Method::GET, "/projects/p/deployments/a%00b/versions", None),
+        (Method::GET, "/projects/p/deployments?labels=a:b%00", None),
+        (
+            Method::POST,
+            "/projects/p/deployments/d/copy-environment-variables",
+            Some(json!({"source_deployment": "a\0b"})),
+        ),
+    ] {
+        let response = app.call(method.clone(), path, body).await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{method} {path}");
+        assert!(response.error().contains("NUL"), "{method} {path}");
+    }
+    assert_eq!(app.snapshot().await, before);
+}
+
 #[tokio::test]
 async fn every_response_carries_a_request_id() {
     let app = TestApp::spawn().await;

@@ -5,9 +5,16 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 use ubiops_domain::ValidationError;
 use ubiops_storage::StorageError;
+
+/// The body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong and what to fix, for a person.
+    pub error: String,
+}
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -50,7 +57,7 @@ impl IntoResponse for ApiError {
                 "Internal server error; the server log has the details".to_owned(),
             ),
         };
-        (status, Json(json!({ "error": message }))).into_response()
+        (status, Json(ErrorBody { error: message })).into_response()
     }
 }
 

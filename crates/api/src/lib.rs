@@ -4,12 +4,13 @@
 mod auth;
 mod error;
 mod extract;
+mod openapi;
 mod routes;
 
 use std::sync::Arc;
 
 use axum::http::{HeaderName, Request};
-use axum::Router;
+use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -55,7 +56,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole application as a router, ready to serve.
 pub fn router(state: AppState) -> Router {
-    let api = routes::api_routes(state.clone());
+    let (api, document) = routes::api_routes(state).split_for_parts();
+    let api = api.layer(Extension(openapi::Document::new(document)));
     Router::new()
         .nest("/v2.1", api.clone())
         .nest("/v2", api)

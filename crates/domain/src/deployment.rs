@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::labels::{validate_labels, Labels};
 use crate::names::validate_resource_name;
@@ -13,7 +14,7 @@ pub const MAX_FIELD_NAME_LENGTH: usize = 64;
 /// Widget configurations are small UI hints; anything bigger is a mistake.
 pub const MAX_WIDGET_CONFIGURATION_BYTES: usize = 16 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IoType {
     Structured,
@@ -37,7 +38,7 @@ impl IoType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DataType {
     Int,
@@ -92,16 +93,17 @@ impl Direction {
 
 /// A widget as stored and returned. `{}` and `null` both mean "no widget",
 /// and a field without one is returned with `"widget": {}` as documented.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Widget {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub configuration: Map<String, Value>,
 }
 
 /// One input or output field, as stored, validated and returned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Field {
     pub name: String,
     pub data_type: DataType,
@@ -110,6 +112,8 @@ pub struct Field {
         serialize_with = "serialize_widget",
         deserialize_with = "deserialize_widget"
     )]
+    /// The widget, or `{}` for none.
+    #[schema(value_type = Object)]
     pub widget: Option<Widget>,
 }
 
@@ -131,7 +135,7 @@ fn deserialize_widget<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Widget>,
 }
 
 /// A field as a client sends it; checked by [`validate_fields`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldInput {
     pub name: String,
@@ -140,12 +144,13 @@ pub struct FieldInput {
     pub widget: Option<WidgetInput>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WidgetInput {
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub configuration: Option<Map<String, Value>>,
 }
 
@@ -271,9 +276,10 @@ fn contains_nul(value: &Value) -> bool {
 }
 
 /// Body of `deployments_create`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentCreate {
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,62}[a-z0-9])?$")]
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
@@ -331,16 +337,18 @@ impl DeploymentCreate {
 
 /// Body of `deployments_update`: every field optional. `description` and
 /// `labels` may be sent as `null` to clear them.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentUpdate {
     #[serde(default)]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,62}[a-z0-9])?$")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub labels: Option<Option<Labels>>,
     #[serde(default)]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,62}[a-z0-9])?$")]
     pub default_version: Option<String>,
     #[serde(default)]
     pub input_fields: Option<Vec<FieldInput>>,

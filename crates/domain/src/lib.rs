@@ -16,3 +16,6 @@ pub mod variable;
 pub mod version;
 
 pub use error::ValidationError;
+
+#[cfg(test)]
+mod documented_patterns;

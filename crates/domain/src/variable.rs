@@ -38,9 +38,10 @@ impl ScopeLevel {
 
 /// Body of create and update (all three fields are required for both, as
 /// documented).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariableRequest {
+    #[schema(pattern = "^[A-Za-z]([A-Za-z0-9_]{0,62}[A-Za-z0-9])?$")]
     pub name: String,
     pub value: String,
     pub secret: bool,
@@ -126,7 +127,7 @@ pub fn check_secret_change(was_secret: bool, secret: bool) -> Result<(), Validat
 }
 
 /// Body of the copy operations.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CopyRequest {
     pub source_deployment: String,

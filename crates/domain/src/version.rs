@@ -247,7 +247,7 @@ fn shorten(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RetentionMode {
     None,
@@ -334,10 +334,11 @@ pub struct VersionSettings {
 /// `environment_name`) for `language`, and `instance_type_group_id` or
 /// `instance_type_group_name` for `instance_type`. Every name of a setting is
 /// accepted; when several are sent they must agree.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VersionRequest {
     #[serde(default)]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,62}[a-z0-9])?$")]
     pub version: Option<String>,
     #[serde(default)]
     pub language: Option<String>,

@@ -27,10 +27,23 @@ impl From<sqlx::Error> for StorageError {
             {
                 StorageError::Unavailable(error)
             }
+            // PostgreSQL text cannot hold NUL. The domain refuses it in what
+            // is stored; this covers names that are only looked up (path
+            // parameters, filters, copy sources), which name nothing.
+            sqlx::Error::Database(ref db)
+                if db.code().as_deref() == Some(CHARACTER_NOT_IN_REPERTOIRE) =>
+            {
+                StorageError::Rejected(
+                    "Names and values must not contain NUL characters (\\0)".to_owned(),
+                )
+            }
             other => StorageError::Database(other),
         }
     }
 }
+
+/// `invalid byte sequence for encoding "UTF8": 0x00`.
+const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 
 /// Class 08 (connection exception) and 57P01-57P03 (admin shutdown, crash
 /// shutdown, cannot connect now) mean "try again later", not a bug.

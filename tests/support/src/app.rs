@@ -206,6 +206,20 @@ impl TestApp {
         token
     }
 
+    /// Revokes a token made by [`TestApp::token`].
+    pub async fn revoke(&self, token: &str) {
+        let record = self
+            .store
+            .find_token(&hash_token(token))
+            .await
+            .expect("look up token")
+            .expect("the token exists");
+        self.store
+            .revoke_token(record.id)
+            .await
+            .expect("revoke token");
+    }
+
     /// A request under `/v2.1` with the admin token and, like the official
     /// clients, `Content-Type: application/json` on every request.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Response {

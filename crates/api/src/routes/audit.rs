@@ -1,12 +1,14 @@
 //! deployment_audit_events_list.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ubiops_domain::audit::AuditQuery;
 use ubiops_storage::AuditEvent;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::authorized_deployment;
@@ -15,14 +17,11 @@ use crate::error::ApiResult;
 use crate::extract::{PathParams, QueryParams};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/projects/{project_name}/deployments/{deployment_name}/audit",
-        get(list),
-    )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AuditEventResponse {
     id: Uuid,
     date: DateTime<Utc>,
@@ -47,14 +46,26 @@ impl From<AuditEvent> for AuditEventResponse {
     }
 }
 
-/// Raw text, so that `limit=ten` gets a message naming `limit`.
-#[derive(Deserialize)]
+/// Raw text, so that `limit=ten` gets a message naming `limit`; documented
+/// with the types `AuditQuery::parse` accepts.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditParams {
+    /// Only events of this kind.
+    #[param(value_type = Option<String>, pattern = "^(create|update|delete|info)$")]
     action: Option<String>,
+    /// At most this many events (default 50, at most 1000).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// Skip this many of the newest events first.
+    #[param(value_type = Option<i64>, minimum = 0)]
     offset: Option<String>,
 }
 
+/// The deployment's audit events, newest first.
+#[utoipa::path(get, path = "/projects/{project_name}/deployments/{deployment_name}/audit",
+    operation_id = "deployment_audit_events_list", tag = "Audit events", params(AuditParams),
+    responses((status = 200, body = Vec<AuditEventResponse>)))]
 async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -2,37 +2,35 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use ubiops_domain::deployment::{DeploymentCreate, DeploymentUpdate, Field, IoType};
 use ubiops_domain::labels::{LabelFilter, Labels};
 use ubiops_storage::Deployment;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::authorized_project;
+use super::{authorized_project, ListQuery};
 use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/projects/{project_name}/deployments",
-            get(list).post(create),
-        )
-        .route(
-            "/projects/{project_name}/deployments/{deployment_name}",
-            get(read).patch(update).delete(delete),
-        )
+const TAG: &str = "Deployments";
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, delete))
 }
 
 /// One shape for every deployment response: the union of the documented
 /// create, list and detail fields, plus `supports_request_format`, which the
 /// CLI needs before it uploads. Clients ignore keys they do not know.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeploymentResponse {
     id: Uuid,
     name: String,
@@ -71,11 +69,8 @@ impl DeploymentResponse {
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    labels: Option<String>,
-}
-
+#[utoipa::path(get, path = "/projects/{project_name}/deployments", operation_id = "deployments_list",
+    tag = TAG, params(ListQuery), responses((status = 200, body = Vec<DeploymentResponse>)))]
 async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -96,6 +91,8 @@ async fn list(
     ))
 }
 
+#[utoipa::path(post, path = "/projects/{project_name}/deployments", operation_id = "deployments_create",
+    tag = TAG, request_body = DeploymentCreate, responses((status = 201, body = DeploymentResponse)))]
 async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -114,6 +111,8 @@ async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/projects/{project_name}/deployments/{deployment_name}",
+    operation_id = "deployments_get", tag = TAG, responses((status = 200, body = DeploymentResponse)))]
 async fn read(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -127,6 +126,9 @@ async fn read(
     Ok(Json(DeploymentResponse::new(&project.name, deployment)))
 }
 
+#[utoipa::path(patch, path = "/projects/{project_name}/deployments/{deployment_name}",
+    operation_id = "deployments_update", tag = TAG, request_body = DeploymentUpdate,
+    responses((status = 200, body = DeploymentResponse)))]
 async fn update(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -147,6 +149,9 @@ async fn update(
     Ok(Json(DeploymentResponse::new(&project.name, deployment)))
 }
 
+/// Deletes a deployment with its versions, variables and files.
+#[utoipa::path(delete, path = "/projects/{project_name}/deployments/{deployment_name}",
+    operation_id = "deployments_delete", tag = TAG, responses((status = 204, description = "Deleted")))]
 async fn delete(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

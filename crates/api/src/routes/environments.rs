@@ -5,8 +5,7 @@
 //! it waits for the revision; a system environment needs no waiting.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ubiops_domain::environment::{
@@ -14,6 +13,9 @@ use ubiops_domain::environment::{
 };
 use ubiops_domain::labels::{LabelFilter, Labels};
 use ubiops_storage::Project;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::authorized_project;
@@ -22,24 +24,17 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{PathParams, QueryParams};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/projects/{project_name}/environments", get(list))
-        .route(
-            "/projects/{project_name}/environments/{environment_name}",
-            get(read),
-        )
-        .route(
-            "/projects/{project_name}/environments/{environment_name}/tags",
-            get(list_tags),
-        )
-        .route(
-            "/projects/{project_name}/environments/{environment_name}/tags/{tag_name}",
-            get(read_tag),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(read))
+        .routes(routes!(list_tags))
+        .routes(routes!(read_tag))
 }
 
-#[derive(Serialize)]
+const TAG: &str = "Environments";
+
+#[derive(Serialize, ToSchema)]
 struct EnvironmentResponse {
     id: Uuid,
     name: String,
@@ -78,7 +73,7 @@ impl EnvironmentResponse {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TagResponse {
     id: Uuid,
     name: &'static str,
@@ -113,7 +108,8 @@ impl TagResponse {
 
 /// The filters the clients send. Every environment here is a system one
 /// without labels, so `system=false` and any label filter match nothing.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     system: Option<String>,
     labels: Option<String>,
@@ -137,6 +133,8 @@ async fn project_environment(
     Ok((project, environment))
 }
 
+#[utoipa::path(get, path = "/projects/{project_name}/environments", operation_id = "environments_list", tag = TAG,
+    params(ListQuery), responses((status = 200, body = Vec<EnvironmentResponse>)))]
 async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -165,6 +163,8 @@ async fn list(
     ))
 }
 
+#[utoipa::path(get, path = "/projects/{project_name}/environments/{environment_name}", operation_id = "environments_get", tag = TAG,
+    responses((status = 200, body = EnvironmentResponse)))]
 async fn read(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -179,6 +179,8 @@ async fn read(
     )))
 }
 
+#[utoipa::path(get, path = "/projects/{project_name}/environments/{environment_name}/tags", operation_id = "environment_tags_list", tag = TAG,
+    responses((status = 200, body = Vec<TagResponse>)))]
 async fn list_tags(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -192,6 +194,8 @@ async fn list_tags(
     )]))
 }
 
+#[utoipa::path(get, path = "/projects/{project_name}/environments/{environment_name}/tags/{tag_name}", operation_id = "environment_tags_get", tag = TAG,
+    responses((status = 200, body = TagResponse)))]
 async fn read_tag(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

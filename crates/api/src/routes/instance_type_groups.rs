@@ -4,11 +4,13 @@
 //! `_name` wherever they accept `instance_type`.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use ubiops_domain::version::InstanceType;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::authorized_project;
@@ -17,24 +19,23 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::PathParams;
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/projects/{project_name}/instance-type-groups", get(list))
-        .route(
-            "/projects/{project_name}/instance-type-groups/{group_id}",
-            get(read),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(read))
 }
 
+const TAG: &str = "Instance type groups";
+
 /// The list is paginated in newer clients' model; everything fits one page.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct GroupPage {
     next: Option<String>,
     previous: Option<String>,
     results: Vec<GroupResponse>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct GroupResponse {
     id: Uuid,
     name: String,
@@ -43,7 +44,7 @@ struct GroupResponse {
     instance_types: Vec<InstanceTypeItem>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct InstanceTypeItem {
     id: Uuid,
     name: String,
@@ -74,6 +75,8 @@ impl GroupResponse {
     }
 }
 
+#[utoipa::path(get, path = "/projects/{project_name}/instance-type-groups", operation_id = "instance_type_groups_list", tag = TAG,
+    responses((status = 200, body = GroupPage)))]
 async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -92,6 +95,8 @@ async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/projects/{project_name}/instance-type-groups/{group_id}", operation_id = "instance_type_groups_get", tag = TAG,
+    responses((status = 200, body = GroupResponse)))]
 async fn read(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

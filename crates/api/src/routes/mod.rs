@@ -17,18 +17,21 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Json, Router};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use ubiops_storage::{DeploymentRef, Project};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{require_project_access, require_token, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::AppState;
+use crate::{openapi, AppState};
 
-/// Everything under the version prefix. All of it requires a token except
-/// `status`, which says nothing about data.
-pub fn api_routes(state: AppState) -> Router {
-    let in_project = Router::new()
+/// Everything under the version prefix, and its OpenAPI document. All of it
+/// requires a token except `status` and the document itself, which say
+/// nothing about data.
+pub fn api_routes(state: AppState) -> OpenApiRouter {
+    let in_project = OpenApiRouter::new()
         .merge(deployments::routes())
         .merge(audit::routes())
         .merge(versions::routes())
@@ -37,21 +40,48 @@ pub fn api_routes(state: AppState) -> Router {
         .merge(environments::routes())
         .merge(instance_type_groups::routes())
         .route_layer(middleware::from_fn(require_project_access));
-    let authenticated = Router::new()
+    let authenticated = OpenApiRouter::new()
         .merge(projects::routes())
         .merge(user::routes())
-        .merge(in_project)
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state);
-    status_routes().merge(authenticated)
+        .merge(in_project);
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(status))
+        .routes(routes!(openapi::serve_document))
+        .merge(with_token_required(authenticated, state.clone()).with_state(state))
 }
 
+/// Puts the token middleware in front of every route of `router` and says so
+/// in the document, in one step.
+fn with_token_required(
+    router: OpenApiRouter<AppState>,
+    state: AppState,
+) -> OpenApiRouter<AppState> {
+    let mut router = router.route_layer(middleware::from_fn_with_state(state, require_token));
+    openapi::document_token_required(router.get_openapi_mut());
+    router
+}
+
+/// `/status` outside the version prefix, for load balancers.
 pub fn status_routes() -> Router {
     Router::new().route("/status", get(status))
 }
 
-async fn status() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(Serialize, utoipa::ToSchema)]
+struct StatusResponse {
+    /// Always `ok` while the server answers.
+    status: &'static str,
+}
+
+/// Whether the server is up; needs no token.
+#[utoipa::path(
+    get,
+    path = "/status",
+    operation_id = "service_status",
+    tag = "Service",
+    responses((status = 200, description = "The server is up", body = StatusResponse)),
+)]
+async fn status() -> Json<StatusResponse> {
+    Json(StatusResponse { status: "ok" })
 }
 
 pub async fn not_found() -> ApiError {
@@ -73,6 +103,14 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .unwrap_or("unknown panic");
     tracing::error!(panic = detail, "request handler panicked");
     ApiError::Internal.into_response()
+}
+
+/// The query of the list operations that filter by label.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// `key:value,key:value`: only objects with at least one of these labels.
+    labels: Option<String>,
 }
 
 /// Resolves the project of a request path: scope first (403 without a lookup,

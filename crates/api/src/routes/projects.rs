@@ -3,27 +3,31 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ubiops_domain::names::validate_resource_name;
 use ubiops_storage::Project;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::authorized_project;
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{JsonBody, PathParams};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/projects", get(list).post(create))
-        .route("/projects/{project_name}", get(read).delete(delete))
+const TAG: &str = "Projects";
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, delete))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ProjectResponse {
     id: Uuid,
     name: String,
@@ -44,9 +48,11 @@ impl From<Project> for ProjectResponse {
 
 /// `advanced_permissions` and `credits` are sent by the official client's
 /// ProjectCreate model; they mean nothing on a self-hosted server.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProjectCreate {
+    /// The rule of `validate_resource_name`, as documented for deployments.
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,62}[a-z0-9])?$")]
     name: String,
     #[serde(default)]
     organization_name: Option<String>,
@@ -58,6 +64,9 @@ struct ProjectCreate {
     credits: Option<f64>,
 }
 
+/// The projects the token may access.
+#[utoipa::path(get, path = "/projects", operation_id = "projects_list", tag = TAG,
+    responses((status = 200, body = Vec<ProjectResponse>)))]
 async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -69,6 +78,13 @@ async fn list(
     Ok(Json(projects.into_iter().map(Into::into).collect()))
 }
 
+/// Creates a project (403 if the token is limited to other projects).
+#[utoipa::path(post, path = "/projects", operation_id = "projects_create", tag = TAG,
+    request_body = ProjectCreate,
+    responses(
+        (status = 201, body = ProjectResponse),
+        (status = 403, description = "The token is limited to other projects", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -92,6 +108,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(project.into())))
 }
 
+#[utoipa::path(get, path = "/projects/{project_name}", operation_id = "projects_get", tag = TAG,
+    responses((status = 200, body = ProjectResponse)))]
 async fn read(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -101,6 +119,9 @@ async fn read(
     Ok(Json(project.into()))
 }
 
+/// Deletes a project with everything in it.
+#[utoipa::path(delete, path = "/projects/{project_name}", operation_id = "projects_delete", tag = TAG,
+    responses((status = 204, description = "Deleted")))]
 async fn delete(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -8,17 +8,19 @@ use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ubiops_files::FileStore;
 use ubiops_storage::{Build, NewRevision, Revision, StoredFile, Trigger, VersionRef};
+use utoipa::ToSchema;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{authorized_deployment, ResolvedDeployment};
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{JsonBody, PathParams};
 use crate::AppState;
 
@@ -29,32 +31,21 @@ const UPLOAD_LEASE: Duration = Duration::from_secs(120);
 const UPLOAD_RENEW_EVERY: Duration = Duration::from_secs(30);
 const ZIP_SIGNATURE: &[u8] = b"PK\x03\x04";
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            &format!("{VERSION}/revisions"),
-            get(list_revisions)
-                .post(upload)
-                // The upload enforces its own, configurable limit while streaming.
-                .layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            &format!("{VERSION}/revisions/{{revision_id}}"),
-            get(read_revision),
-        )
-        .route(
-            &format!("{VERSION}/revisions/{{revision_id}}/download"),
-            get(download),
-        )
-        .route(
-            &format!("{VERSION}/revisions/{{revision_id}}/rebuild"),
-            post(rebuild),
-        )
-        .route(&format!("{VERSION}/builds"), get(list_builds))
-        .route(
-            &format!("{VERSION}/builds/{{build_id}}"),
-            get(read_build).patch(update_build),
-        )
+const REVISIONS: &str = "Revisions";
+const BUILDS: &str = "Builds";
+
+/// Nested under the version's path, so each handler documents only its own part.
+pub fn routes() -> OpenApiRouter<AppState> {
+    let version = OpenApiRouter::new()
+        .routes(routes!(list_revisions))
+        // The upload enforces its own, configurable limit while streaming.
+        .routes(routes!(upload).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(read_revision))
+        .routes(routes!(download))
+        .routes(routes!(rebuild))
+        .routes(routes!(list_builds))
+        .routes(routes!(read_build, update_build));
+    OpenApiRouter::new().nest(VERSION, version)
 }
 
 #[derive(Deserialize)]
@@ -110,7 +101,7 @@ fn parse_id(raw: Option<&str>) -> Option<Uuid> {
     raw.and_then(|id| Uuid::parse_str(id).ok())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RevisionResponse {
     id: Uuid,
     version: String,
@@ -133,7 +124,7 @@ impl From<Revision> for RevisionResponse {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct BuildResponse {
     id: Uuid,
     revision: Uuid,
@@ -163,7 +154,7 @@ impl From<Build> for BuildResponse {
 /// The documented build, plus what newer clients need to read it as a
 /// revision (their model requires `version`; `created_by` as in revisions).
 /// `id` stays the build's id, as documented.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RebuildResponse {
     #[serde(flatten)]
     build: BuildResponse,
@@ -171,13 +162,15 @@ struct RebuildResponse {
     created_by: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UploadResponse {
     success: bool,
     revision: Uuid,
     build: Uuid,
 }
 
+#[utoipa::path(get, path = "/revisions", operation_id = "revisions_list", tag = REVISIONS,
+    responses((status = 200, body = Vec<RevisionResponse>)))]
 async fn list_revisions(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -188,6 +181,8 @@ async fn list_revisions(
     Ok(Json(revisions.into_iter().map(Into::into).collect()))
 }
 
+#[utoipa::path(get, path = "/revisions/{revision_id}", operation_id = "revisions_get", tag = REVISIONS,
+    responses((status = 200, body = RevisionResponse)))]
 async fn read_revision(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -201,6 +196,9 @@ async fn read_revision(
     Ok(Json(revision.into()))
 }
 
+/// Builds the revision's file again, as a new build.
+#[utoipa::path(post, path = "/revisions/{revision_id}/rebuild", operation_id = "revisions_rebuild",
+    tag = REVISIONS, responses((status = 201, body = RebuildResponse)))]
 async fn rebuild(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -221,6 +219,8 @@ async fn rebuild(
     ))
 }
 
+#[utoipa::path(get, path = "/builds", operation_id = "builds_list", tag = BUILDS,
+    responses((status = 200, body = Vec<BuildResponse>)))]
 async fn list_builds(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -231,6 +231,8 @@ async fn list_builds(
     Ok(Json(builds.into_iter().map(Into::into).collect()))
 }
 
+#[utoipa::path(get, path = "/builds/{build_id}", operation_id = "builds_get", tag = BUILDS,
+    responses((status = 200, body = BuildResponse)))]
 async fn read_build(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -241,12 +243,16 @@ async fn read_build(
     Ok(Json(build.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BuildUpdate {
+    /// Only `cancelled` (any other value is a 400).
     status: String,
 }
 
+/// Cancels a build that has not finished.
+#[utoipa::path(patch, path = "/builds/{build_id}", operation_id = "builds_update", tag = BUILDS,
+    request_body = BuildUpdate, responses((status = 200, body = BuildResponse)))]
 async fn update_build(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -268,6 +274,12 @@ async fn update_build(
     Ok(Json(build.into()))
 }
 
+/// The revision's deployment file, as uploaded.
+#[utoipa::path(get, path = "/revisions/{revision_id}/download", operation_id = "revisions_file_download",
+    tag = REVISIONS,
+    responses((status = 200, description = "The zip file", content_type = "application/zip",
+        body = ZipFile,
+        headers(("Content-Disposition" = String, description = "`attachment; filename=\"<name>.zip\"`")))))]
 async fn download(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -290,6 +302,26 @@ async fn download(
     Ok((headers, Body::from_stream(stream)).into_response())
 }
 
+/// The multipart parts `read_form` accepts, for the document. Send `file`,
+/// or `source_deployment` with `source_version`, or `template_deployment_id`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct UploadParts {
+    /// The deployment package: a zip with `deployment.py` (or `deployment.R`).
+    #[schema(value_type = Option<String>, format = Binary)]
+    file: Option<Vec<u8>>,
+    /// Copy the active file of this deployment's `source_version` (same project).
+    source_deployment: Option<String>,
+    source_version: Option<String>,
+    /// Copy the file of this deployment's default version (UUID of a deployment).
+    template_deployment_id: Option<String>,
+}
+
+/// A binary download.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+struct ZipFile(#[allow(dead_code)] Vec<u8>);
+
 /// What the multipart body asked for besides (or instead of) a file.
 #[derive(Default)]
 struct UploadForm {
@@ -299,6 +331,14 @@ struct UploadForm {
     template_deployment_id: Option<String>,
 }
 
+/// Uploads a deployment file (or copies one) as a new revision and queues its build.
+#[utoipa::path(post, path = "/revisions", operation_id = "revisions_file_upload", tag = REVISIONS,
+    request_body(content = UploadParts, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, body = UploadResponse),
+        (status = 400, description = "No source, an unknown part, or a file that is not a zip", body = ErrorBody),
+        (status = 413, description = "The file is larger than `UBIOPS_MAX_UPLOAD_MB`", body = ErrorBody),
+    ))]
 async fn upload(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

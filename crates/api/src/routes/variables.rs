@@ -3,38 +3,55 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use ubiops_domain::variable::{CopyRequest, VariableRequest};
 use ubiops_storage::{Variable, VariableScope};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{authorized_deployment, authorized_project, ResolvedDeployment};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams};
-use crate::AppState;
+use crate::{openapi, AppState};
 
-const PROJECT: &str = "/projects/{project_name}";
-const DEPLOYMENT: &str = "/projects/{project_name}/deployments/{deployment_name}";
-const VERSION: &str = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}";
+const TAG: &str = "Environment variables";
 
-pub fn routes() -> Router<AppState> {
-    let mut router = Router::new();
-    for scope in [PROJECT, DEPLOYMENT, VERSION] {
-        router = router
-            .route(
-                &format!("{scope}/environment-variables"),
-                get(list).post(create),
-            )
-            .route(
-                &format!("{scope}/environment-variables/{{id}}"),
-                get(read).patch(update).delete(delete),
-            );
-    }
-    for scope in [DEPLOYMENT, VERSION] {
-        router = router.route(&format!("{scope}/copy-environment-variables"), post(copy));
+/// Each scope: its path, the prefix of its operation ids (the UbiOps
+/// client's method names), and whether variables can be copied into it.
+const SCOPES: [(&str, &str, bool); 3] = [
+    (
+        "/projects/{project_name}",
+        "project_environment_variables",
+        false,
+    ),
+    (
+        "/projects/{project_name}/deployments/{deployment_name}",
+        "deployment_environment_variables",
+        true,
+    ),
+    (
+        "/projects/{project_name}/deployments/{deployment_name}/versions/{version}",
+        "deployment_version_environment_variables",
+        true,
+    ),
+];
+
+/// The same handlers at every scope, each scope with its own operation ids.
+pub fn routes() -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new();
+    for (path, operation_prefix, copies) in SCOPES {
+        let mut scope = OpenApiRouter::new()
+            .routes(routes!(list, create))
+            .routes(routes!(read, update, delete));
+        if copies {
+            scope = scope.routes(routes!(copy));
+        }
+        openapi::prefix_operation_ids(scope.get_openapi_mut(), operation_prefix);
+        router = router.nest(path, scope);
     }
     router
 }
@@ -135,12 +152,14 @@ impl ScopePath {
 
 /// One shape for every response: `inheritance_*` are null for a scope's own
 /// variables (and for create, get, update and copy, which only see those).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct VariableResponse {
     id: Uuid,
     name: String,
+    /// `null` for secrets.
     value: Option<String>,
     secret: bool,
+    /// In a list, where an inherited variable comes from: `project` or `deployment`.
     inheritance_type: Option<&'static str>,
     inheritance_name: Option<String>,
 }
@@ -162,6 +181,9 @@ impl From<Variable> for VariableResponse {
     }
 }
 
+/// The scope's variables, with those it inherits from wider scopes.
+#[utoipa::path(get, path = "/environment-variables", operation_id = "list", tag = TAG,
+    responses((status = 200, body = Vec<VariableResponse>)))]
 async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -172,6 +194,8 @@ async fn list(
     Ok(Json(variables.into_iter().map(Into::into).collect()))
 }
 
+#[utoipa::path(post, path = "/environment-variables", operation_id = "create", tag = TAG,
+    request_body = VariableRequest, responses((status = 201, body = VariableResponse)))]
 async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -192,6 +216,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
+#[utoipa::path(get, path = "/environment-variables/{id}", operation_id = "get", tag = TAG,
+    responses((status = 200, body = VariableResponse)))]
 async fn read(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -205,6 +231,8 @@ async fn read(
     Ok(Json(variable.into()))
 }
 
+#[utoipa::path(patch, path = "/environment-variables/{id}", operation_id = "update", tag = TAG,
+    request_body = VariableRequest, responses((status = 200, body = VariableResponse)))]
 async fn update(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -227,6 +255,8 @@ async fn update(
     Ok(Json(updated.into()))
 }
 
+#[utoipa::path(delete, path = "/environment-variables/{id}", operation_id = "delete", tag = TAG,
+    responses((status = 204, description = "Deleted")))]
 async fn delete(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -240,7 +270,10 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The source is named in the body and must be in the target's project.
+/// Copies the variables of another deployment (or version) into this scope;
+/// the source is named in the body and must be in the target's project.
+#[utoipa::path(post, path = "/copy-environment-variables", operation_id = "copy", tag = TAG,
+    request_body = CopyRequest, responses((status = 200, body = Vec<VariableResponse>)))]
 async fn copy(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

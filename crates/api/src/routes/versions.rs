@@ -2,8 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ubiops_domain::environment::environment_name;
@@ -12,31 +11,30 @@ use ubiops_domain::version::{
     instance_type_group_id, language_description, RetentionMode, VersionRequest,
 };
 use ubiops_storage::Version;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::authorized_deployment;
+use super::{authorized_deployment, ListQuery};
 use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/projects/{project_name}/deployments/{deployment_name}/versions",
-            get(list).post(create),
-        )
-        .route(
-            "/projects/{project_name}/deployments/{deployment_name}/versions/{version}",
-            get(read).patch(update).delete(delete),
-        )
+const TAG: &str = "Versions";
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, delete))
 }
 
 /// One shape for every version response: the union of the documented
 /// create, list and detail fields, plus the names newer clients read
 /// (`environment*`, `instance_type_group_*`, `latest_revision`). Clients
 /// ignore keys they do not know.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct VersionResponse {
     id: Uuid,
     deployment: String,
@@ -118,11 +116,9 @@ impl VersionResponse {
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    labels: Option<String>,
-}
-
+#[utoipa::path(get, path = "/projects/{project_name}/deployments/{deployment_name}/versions",
+    operation_id = "deployment_versions_list", tag = TAG, params(ListQuery),
+    responses((status = 200, body = Vec<VersionResponse>)))]
 async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -144,6 +140,9 @@ async fn list(
     ))
 }
 
+#[utoipa::path(post, path = "/projects/{project_name}/deployments/{deployment_name}/versions",
+    operation_id = "deployment_versions_create", tag = TAG, request_body = VersionRequest,
+    responses((status = 201, body = VersionResponse)))]
 async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -163,6 +162,8 @@ async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}",
+    operation_id = "deployment_versions_get", tag = TAG, responses((status = 200, body = VersionResponse)))]
 async fn read(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -174,6 +175,9 @@ async fn read(
     Ok(Json(VersionResponse::new(&deployment_name, version)))
 }
 
+#[utoipa::path(patch, path = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}",
+    operation_id = "deployment_versions_update", tag = TAG, request_body = VersionRequest,
+    responses((status = 200, body = VersionResponse)))]
 async fn update(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -195,6 +199,9 @@ async fn update(
     Ok(Json(VersionResponse::new(&deployment_name, version)))
 }
 
+/// Deletes a version with its variables, revisions and files.
+#[utoipa::path(delete, path = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}",
+    operation_id = "deployment_versions_delete", tag = TAG, responses((status = 204, description = "Deleted")))]
 async fn delete(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
