@@ -8,6 +8,7 @@ mod builds;
 mod cli;
 mod deployments;
 mod projects;
+mod races;
 mod routing;
 mod variables;
 mod versions;
