@@ -7,6 +7,7 @@ mod auth;
 mod builds;
 mod cli;
 mod deployments;
+mod faults;
 mod projects;
 mod races;
 mod routing;

@@ -45,7 +45,12 @@ fn exactly_one_wins(responses: &[Response], won: StatusCode, lost: &str) {
     let winners = responses.iter().filter(|r| r.status == won).count();
     assert_eq!(winners, 1, "{responses:?}");
     for response in responses.iter().filter(|r| r.status != won) {
-        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{}", response.body);
+        assert_eq!(
+            response.status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            response.body
+        );
         assert!(response.error().contains(lost), "{}", response.error());
     }
 }
@@ -182,14 +187,8 @@ async fn concurrent_cancels_of_one_build_cancel_it_once() {
     assert_eq!(uploaded.status, StatusCode::CREATED, "{}", uploaded.body);
     let build = uploaded.body["build"].as_str().unwrap().to_owned();
     let path = format!("{version}/builds/{build}");
-    let responses = all_at_once(|_| {
-        app.call(
-            Method::PATCH,
-            &path,
-            Some(json!({"status": "cancelled"})),
-        )
-    })
-    .await;
+    let responses =
+        all_at_once(|_| app.call(Method::PATCH, &path, Some(json!({"status": "cancelled"})))).await;
     exactly_one_wins(&responses, StatusCode::OK, "already finished");
     assert_eq!(app.get(&path).await.body["status"], "cancelled");
     assert_eq!(
