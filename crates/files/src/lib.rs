@@ -276,3 +276,31 @@ impl FileStore {
         Ok(keys)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FileStore;
+
+    #[tokio::test]
+    async fn delete_partial_removes_only_that_uploads_staging_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FileStore::open(&url::Url::from_directory_path(dir.path()).unwrap()).unwrap();
+        let revisions = dir.path().join("revisions");
+        std::fs::create_dir_all(&revisions).unwrap();
+        for name in [
+            "a.zip", "a.zip#1", "a.zip#27", "a.zip#x", "ab.zip#1", "b.zip",
+        ] {
+            std::fs::write(revisions.join(name), b"data").unwrap();
+        }
+        files.delete_partial("revisions/a.zip").await.unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&revisions)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.zip#x", "ab.zip#1", "b.zip"]);
+        // Nothing there at all is fine too (the upload never got that far).
+        files.delete_partial("revisions/none.zip").await.unwrap();
+        files.delete_partial("elsewhere/none.zip").await.unwrap();
+    }
+}
