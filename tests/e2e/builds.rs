@@ -104,7 +104,7 @@ pub async fn wait_for_build(app: &TestApp, version: &str, build: &Value) -> Valu
     }
 }
 
-async fn upload_and_build(app: &TestApp, version: &str, bytes: Vec<u8>) -> (Value, Value) {
+pub async fn upload_and_build(app: &TestApp, version: &str, bytes: Vec<u8>) -> (Value, Value) {
     let uploaded = upload(app, version, bytes, "deployment.zip").await;
     assert_eq!(uploaded.status, StatusCode::CREATED, "{}", uploaded.body);
     let build = wait_for_build(app, version, &uploaded.body["build"]).await;

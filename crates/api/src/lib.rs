@@ -8,6 +8,7 @@ mod openapi;
 mod routes;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderName, Request};
 use axum::{Extension, Router};
@@ -37,7 +38,14 @@ pub struct AppState {
     pub files: FileStore,
     /// The largest deployment file accepted, in bytes.
     pub max_upload_bytes: u64,
+    /// How long an upload stays claimed without news from its server: it is
+    /// renewed while bytes arrive, so only an upload whose server died (or
+    /// whose client stalled this long) runs out, and the sweep removes it.
+    pub upload_lease: Duration,
 }
+
+/// `UBIOPS_UPLOAD_LEASE_SECONDS` unset.
+pub const DEFAULT_UPLOAD_LEASE: Duration = Duration::from_secs(120);
 
 impl AppState {
     /// Deletes the stored files of rows just deleted, without making the

@@ -5,8 +5,9 @@
 
 mod sweep;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -16,7 +17,7 @@ use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, RetryConfig};
 use tokio::io::AsyncWriteExt;
 use url::Url;
 use uuid::Uuid;
@@ -54,6 +55,9 @@ impl From<object_store::Error> for FileError {
 #[derive(Clone, Debug)]
 pub struct FileStore {
     store: Arc<dyn ObjectStore>,
+    /// The directory of a local store, where an interrupted upload leaves
+    /// staging files that object storage itself does not list.
+    local_root: Option<PathBuf>,
 }
 
 /// An upload being streamed; `finish` or `abort` it.
@@ -94,8 +98,19 @@ fn object_io_error(error: std::io::Error) -> FileError {
     })
 }
 
+/// Retries ride out a blip, but an outage must become a quick 503 rather than
+/// requests hanging for object_store's default three minutes.
+fn outage_retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(10),
+        ..RetryConfig::default()
+    }
+}
+
 impl FileStore {
     pub fn open(url: &Url) -> Result<Self, FileError> {
+        let mut local_root = None;
         let store: Arc<dyn ObjectStore> =
             match url.scheme() {
                 "file" => {
@@ -105,6 +120,7 @@ impl FileStore {
                     std::fs::create_dir_all(&dir).map_err(|e| {
                         FileError::Config(format!("cannot create {}: {e}", dir.display()))
                     })?;
+                    local_root = Some(dir.clone());
                     Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| {
                         FileError::Config(format!("cannot use {}: {e}", dir.display()))
                     })?)
@@ -113,6 +129,7 @@ impl FileStore {
                     let bucket = url.host_str().unwrap_or_default();
                     let store = AmazonS3Builder::from_env()
                         .with_bucket_name(bucket)
+                        .with_retry(outage_retries())
                         .build()
                         .map_err(|e| {
                             FileError::Config(format!(
@@ -132,11 +149,14 @@ impl FileStore {
                     )))
                 }
             };
-        Ok(Self { store })
+        Ok(Self { store, local_root })
     }
 
     pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            local_root: None,
+        }
     }
 
     /// Where a revision's file lives: its id, nothing a user chose.
@@ -199,6 +219,44 @@ impl FileStore {
         }
     }
 
+    /// Deletes what an upload cut off by a crash left at `key`: the object if
+    /// it got that far, and on local disk the staging files (`<key>#<n>`) a
+    /// multipart write keeps until it completes. (On S3 an unfinished
+    /// multipart upload is invisible and is removed by the bucket's
+    /// AbortIncompleteMultipartUpload lifecycle rule.)
+    pub async fn delete_partial(&self, key: &str) -> Result<(), FileError> {
+        self.delete(key).await?;
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        // Keys are made of ids only, so this stays inside the root.
+        let path = root.join(key);
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Ok(());
+        };
+        let staging_prefix = format!("{}#", name.to_string_lossy());
+        let mut entries = match tokio::fs::read_dir(dir).await {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        while let Some(entry) = entries.next_entry().await? {
+            let staged = entry
+                .file_name()
+                .to_string_lossy()
+                .strip_prefix(&staging_prefix)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if staged {
+                match tokio::fs::remove_file(entry.path()).await {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub async fn exists(&self, key: &str) -> Result<bool, FileError> {
         match self.store.head(&ObjectPath::from(key)).await {
             Ok(_) => Ok(true),
@@ -216,5 +274,33 @@ impl FileStore {
         }
         keys.sort();
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileStore;
+
+    #[tokio::test]
+    async fn delete_partial_removes_only_that_uploads_staging_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FileStore::open(&url::Url::from_directory_path(dir.path()).unwrap()).unwrap();
+        let revisions = dir.path().join("revisions");
+        std::fs::create_dir_all(&revisions).unwrap();
+        for name in [
+            "a.zip", "a.zip#1", "a.zip#27", "a.zip#x", "ab.zip#1", "b.zip",
+        ] {
+            std::fs::write(revisions.join(name), b"data").unwrap();
+        }
+        files.delete_partial("revisions/a.zip").await.unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&revisions)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.zip#x", "ab.zip#1", "b.zip"]);
+        // Nothing there at all is fine too (the upload never got that far).
+        files.delete_partial("revisions/none.zip").await.unwrap();
+        files.delete_partial("elsewhere/none.zip").await.unwrap();
     }
 }

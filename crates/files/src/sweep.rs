@@ -33,7 +33,7 @@ pub async fn sweep_expired_uploads(
 ) -> Result<usize, StorageError> {
     let mut swept = 0;
     for key in store.expired_uploads().await? {
-        match files.delete(&key).await {
+        match files.delete_partial(&key).await {
             Ok(()) => {
                 store.end_upload(&key).await?;
                 tracing::info!(key, "removed the partial file of an interrupted upload");

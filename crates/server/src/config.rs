@@ -5,6 +5,7 @@ use std::env;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ubiops_domain::token::validate_email;
@@ -34,6 +35,10 @@ pub struct Config {
     /// Concurrent builds run inside `serve` (0: leave builds to `worker`).
     pub build_workers: usize,
     pub max_upload_bytes: u64,
+    /// How long a dead server's partial upload waits before the sweep removes it.
+    pub upload_lease: Duration,
+    /// How long a dead worker's build waits before another worker takes it over.
+    pub build_lease: Duration,
 }
 
 /// An admin token whose value the operator chose (`UBIOPS_BOOTSTRAP_TOKEN`).
@@ -79,6 +84,8 @@ impl Config {
             build_workers: parse("UBIOPS_BUILD_WORKERS", "2")?,
             max_upload_bytes: parse::<u64>("UBIOPS_MAX_UPLOAD_MB", "2048")?
                 .saturating_mul(1024 * 1024),
+            upload_lease: lease("UBIOPS_UPLOAD_LEASE_SECONDS", "120")?,
+            build_lease: lease("UBIOPS_BUILD_LEASE_SECONDS", "30")?,
             data_dir,
         })
     }
@@ -110,6 +117,16 @@ where
     raw.trim()
         .parse()
         .map_err(|e| anyhow::anyhow!("{name}: invalid value '{raw}': {e}"))
+}
+
+/// A lease length in whole seconds. Renewals come at a fraction of it, so a
+/// few seconds is the shortest that a busy machine keeps up with.
+fn lease(name: &str, default: &str) -> anyhow::Result<Duration> {
+    let seconds: u64 = parse(name, default)?;
+    if !(2..=3600).contains(&seconds) {
+        bail!("{name}: use 2 to 3600 seconds, not {seconds}");
+    }
+    Ok(Duration::from_secs(seconds))
 }
 
 fn absolute(path: PathBuf) -> std::io::Result<PathBuf> {

@@ -54,6 +54,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         keyring: Arc::new(keyring),
         files,
         max_upload_bytes: config.max_upload_bytes,
+        upload_lease: config.upload_lease,
     });
     let mut until_stopped = stopping.clone();
     let served = axum::serve(listener, app)
@@ -96,7 +97,9 @@ pub async fn work(config: Config) -> anyhow::Result<()> {
 }
 
 fn worker_config(config: &Config, slots: usize) -> WorkerConfig {
-    WorkerConfig::new(slots, config.data_dir.join("builds"))
+    let mut worker = WorkerConfig::new(slots, config.data_dir.join("builds"));
+    worker.lease = config.build_lease;
+    worker
 }
 
 /// The bootstrap token from the environment, and on a first start without any

@@ -145,6 +145,7 @@ impl TestApp {
             keyring: Arc::new(Keyring::from_hex(&Keyring::generate_key_hex(), &[]).expect("key")),
             files: files.clone(),
             max_upload_bytes: options.max_upload_bytes,
+            upload_lease: ubiops_api::DEFAULT_UPLOAD_LEASE,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -15,4 +15,4 @@ mod s3;
 
 pub use app::{Response, TestApp, TestOptions, TestWorker};
 pub use postgres::{fresh_database, TestDatabase};
-pub use s3::s3_file_store;
+pub use s3::{s3_bucket, s3_file_store, s3_store_at};

@@ -15,6 +15,13 @@ static ENDPOINT: OnceLock<String> = OnceLock::new();
 
 /// A FileStore on a fresh bucket of the test S3 server.
 pub async fn s3_file_store() -> FileStore {
+    let (endpoint, bucket) = s3_bucket().await;
+    s3_store_at(&endpoint, &bucket)
+}
+
+/// A fresh bucket on the test S3 server: its endpoint and name, for tests
+/// that configure a server process (or a proxy in between) themselves.
+pub async fn s3_bucket() -> (String, String) {
     let endpoint = ENDPOINT.get_or_init(start_moto).clone();
     let bucket = format!("test-{}", uuid::Uuid::new_v4().simple());
     let created = reqwest::Client::new()
@@ -27,9 +34,14 @@ pub async fn s3_file_store() -> FileStore {
         "create bucket: {}",
         created.status()
     );
+    (endpoint, bucket)
+}
+
+/// A FileStore on `bucket` at `endpoint` (with the test credentials).
+pub fn s3_store_at(endpoint: &str, bucket: &str) -> FileStore {
     let store = AmazonS3Builder::new()
-        .with_endpoint(&endpoint)
-        .with_bucket_name(&bucket)
+        .with_endpoint(endpoint)
+        .with_bucket_name(bucket)
         .with_region("us-east-1")
         .with_access_key_id("test")
         .with_secret_access_key("test")

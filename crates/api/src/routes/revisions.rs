@@ -1,7 +1,7 @@
 //! revisions_file_upload, _file_download, _get, _list, _rebuild, and
 //! builds_get, _list, _update (cancel).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
@@ -25,10 +25,6 @@ use crate::extract::{JsonBody, PathParams};
 use crate::AppState;
 
 const VERSION: &str = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}";
-/// An upload's lease is renewed while bytes arrive; if the server dies, the
-/// sweep removes the partial file once the lease has run out.
-const UPLOAD_LEASE: Duration = Duration::from_secs(120);
-const UPLOAD_RENEW_EVERY: Duration = Duration::from_secs(30);
 const ZIP_SIGNATURE: &[u8] = b"PK\x03\x04";
 
 const REVISIONS: &str = "Revisions";
@@ -486,9 +482,12 @@ async fn stream_file(state: &AppState, mut field: Field<'_>) -> ApiResult<NewRev
     let key = FileStore::revision_key(id);
     state
         .store
-        .begin_upload(&key, UPLOAD_LEASE.as_secs_f64())
+        .begin_upload(&key, state.upload_lease.as_secs_f64())
         .await?;
     let mut upload = state.files.start_upload(&key);
+    // An upload's lease is renewed while bytes arrive; if the server dies, the
+    // sweep removes the partial file once the lease has run out.
+    let renew_every = state.upload_lease / 4;
     let streamed = async {
         let mut renewed = Instant::now();
         let mut chunk = Some(bytes::Bytes::from(head));
@@ -497,10 +496,10 @@ async fn stream_file(state: &AppState, mut field: Field<'_>) -> ApiResult<NewRev
                 return Err(too_large(limit));
             }
             upload.write(&bytes).await?;
-            if renewed.elapsed() > UPLOAD_RENEW_EVERY {
+            if renewed.elapsed() > renew_every {
                 state
                     .store
-                    .renew_upload(&key, UPLOAD_LEASE.as_secs_f64())
+                    .renew_upload(&key, state.upload_lease.as_secs_f64())
                     .await?;
                 renewed = Instant::now();
             }
@@ -579,7 +578,7 @@ async fn resolve_source(
     let key = FileStore::revision_key(id);
     state
         .store
-        .begin_upload(&key, UPLOAD_LEASE.as_secs_f64())
+        .begin_upload(&key, state.upload_lease.as_secs_f64())
         .await
         .map_err(|e| fail(e.into()))?;
     let copied = state.files.copy(&source.object_key, &key).await;
