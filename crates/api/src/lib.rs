@@ -5,6 +5,7 @@ mod auth;
 mod error;
 mod extract;
 mod routes;
+mod token_cache;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use ubiops_storage::Store;
 
 pub use auth::Principal;
 pub use error::ApiError;
+pub use token_cache::{TokenCache, DEFAULT_TOKEN_CACHE_TTL};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -36,6 +38,8 @@ pub struct AppState {
     pub files: FileStore,
     /// The largest deployment file accepted, in bytes.
     pub max_upload_bytes: u64,
+    /// Tokens verified recently (shared by every clone of the state).
+    pub tokens: Arc<TokenCache>,
 }
 
 impl AppState {

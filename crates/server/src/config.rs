@@ -5,8 +5,10 @@ use std::env;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use ubiops_api::DEFAULT_TOKEN_CACHE_TTL;
 use ubiops_domain::token::validate_email;
 use ubiops_domain::version::InstanceTypeCatalog;
 use url::Url;
@@ -34,6 +36,9 @@ pub struct Config {
     /// Concurrent builds run inside `serve` (0: leave builds to `worker`).
     pub build_workers: usize,
     pub max_upload_bytes: u64,
+    /// How long a verified API token is trusted before the database is asked
+    /// again (the bound on how long a revoked token keeps working).
+    pub token_cache_ttl: Duration,
 }
 
 /// An admin token whose value the operator chose (`UBIOPS_BOOTSTRAP_TOKEN`).
@@ -79,6 +84,10 @@ impl Config {
             build_workers: parse("UBIOPS_BUILD_WORKERS", "2")?,
             max_upload_bytes: parse::<u64>("UBIOPS_MAX_UPLOAD_MB", "2048")?
                 .saturating_mul(1024 * 1024),
+            token_cache_ttl: Duration::from_secs(parse(
+                "UBIOPS_TOKEN_CACHE_SECONDS",
+                &DEFAULT_TOKEN_CACHE_TTL.as_secs().to_string(),
+            )?),
             data_dir,
         })
     }

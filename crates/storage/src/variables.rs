@@ -230,7 +230,9 @@ async fn write_variable(
 
 impl Store {
     /// The scope's own variables plus every inherited one that no more
-    /// specific variable of the same name shadows, ordered by name.
+    /// specific variable of the same name shadows, ordered by name. Each of
+    /// the three levels is read through its own index (a deployment and a
+    /// version belong to the scope's project, so their ids suffice).
     pub async fn list_variables(&self, scope: VariableScope<'_>) -> Result<Vec<Variable>> {
         let rows = sqlx::query!(
             r#"SELECT DISTINCT ON (ev.name)
@@ -241,10 +243,9 @@ impl Store {
                FROM environment_variables ev
                JOIN projects p ON p.id = ev.project_id
                LEFT JOIN deployments d ON d.id = ev.deployment_id
-               WHERE ev.project_id = $1
-                 AND (ev.deployment_id IS NULL
-                      OR (ev.deployment_id = $2 AND ev.version_id IS NULL)
-                      OR ev.version_id = $3)
+               WHERE (ev.project_id = $1 AND ev.deployment_id IS NULL)
+                  OR (ev.deployment_id = $2 AND ev.version_id IS NULL)
+                  OR ev.version_id = $3
                ORDER BY ev.name, 7 DESC"#,
             scope.project_id(),
             scope.deployment_id(),
