@@ -71,7 +71,7 @@ impl TryFrom<DeploymentRow> for Deployment {
     }
 }
 
-fn deployment_not_found(name: &str) -> StorageError {
+pub(crate) fn deployment_not_found(name: &str) -> StorageError {
     StorageError::NotFound(format!("Deployment '{name}' not found"))
 }
 
@@ -92,7 +92,7 @@ async fn fetch_deployment(
                d.labels AS "labels: Json<Labels>",
                d.creation_date, d.last_updated,
                dv.name AS "default_version?",
-               (SELECT count(*) FROM versions v WHERE v.deployment_id = d.id) AS "number_of_versions!"
+               d.number_of_versions::int8 AS "number_of_versions!"
            FROM deployments d LEFT JOIN versions dv ON dv.id = d.default_version_id
            WHERE d.project_id = $1 AND d.name = $2"#,
         project_id,
@@ -189,7 +189,7 @@ impl Store {
                    d.labels AS "labels: Json<Labels>",
                    d.creation_date, d.last_updated,
                    dv.name AS "default_version?",
-                   (SELECT count(*) FROM versions v WHERE v.deployment_id = d.id) AS "number_of_versions!"
+                   d.number_of_versions::int8 AS "number_of_versions!"
                FROM projects p
                JOIN deployments d ON d.project_id = p.id
                LEFT JOIN versions dv ON dv.id = d.default_version_id
@@ -227,7 +227,7 @@ impl Store {
                    d.labels AS "labels: Json<Labels>",
                    d.creation_date, d.last_updated,
                    dv.name AS "default_version?",
-                   (SELECT count(*) FROM versions v WHERE v.deployment_id = d.id) AS "number_of_versions!"
+                   d.number_of_versions::int8 AS "number_of_versions!"
                FROM projects p
                JOIN deployments d ON d.project_id = p.id
                LEFT JOIN versions dv ON dv.id = d.default_version_id

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::audit::{deployment_event as version_event, record};
 use crate::error::{corrupt, on_unique_violation};
+use crate::deployments::deployment_not_found;
 use crate::projects::project_not_found;
 use crate::{Actor, Result, StorageError, Store};
 
@@ -108,7 +109,7 @@ impl TryFrom<VersionRow> for Version {
     }
 }
 
-fn version_not_found(name: &str) -> StorageError {
+pub(crate) fn version_not_found(name: &str) -> StorageError {
     StorageError::NotFound(format!("Version '{name}' not found"))
 }
 
@@ -197,8 +198,10 @@ impl Store {
         .await
         .map_err(|e| on_unique_violation(e, || duplicate_version(deployment.name, &settings.name)))?;
         sqlx::query!(
-            "UPDATE deployments SET default_version_id = $2
-             WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM versions WHERE deployment_id = $1 AND id <> $2)",
+            "UPDATE deployments SET
+                 number_of_versions = number_of_versions + 1,
+                 default_version_id = CASE WHEN number_of_versions = 0 THEN $2 ELSE default_version_id END
+             WHERE id = $1",
             deployment.id,
             id,
         )
@@ -351,6 +354,12 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| version_not_found(name))?;
+        sqlx::query!(
+            "UPDATE deployments SET number_of_versions = number_of_versions - 1 WHERE id = $1",
+            deployment.id,
+        )
+        .execute(&mut *tx)
+        .await?;
         record(
             &mut tx,
             version_event(
@@ -402,7 +411,7 @@ impl Store {
         .ok_or_else(|| project_not_found(project_name))?;
         let deployment_id = found
             .deployment_id
-            .ok_or_else(|| StorageError::NotFound(format!("Deployment '{deployment_name}' not found")))?;
+            .ok_or_else(|| deployment_not_found(deployment_name))?;
         let id = found.version_id.ok_or_else(|| version_not_found(name))?;
         Ok(ResolvedVersion {
             project_id: found.project_id,

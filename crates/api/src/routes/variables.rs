@@ -176,8 +176,15 @@ async fn list(
     Extension(principal): Extension<Principal>,
     PathParams(path): PathParams<ScopePath>,
 ) -> ApiResult<Json<Vec<VariableResponse>>> {
-    let scope = path.resolve(&state, &principal).await?;
-    let variables = state.store.list_variables(scope.as_scope()).await?;
+    principal.authorize(&path.project_name)?;
+    let variables = state
+        .store
+        .list_variables(
+            &path.project_name,
+            path.deployment_name.as_deref(),
+            path.version.as_deref(),
+        )
+        .await?;
     Ok(Json(variables.into_iter().map(Into::into).collect()))
 }
 
