@@ -46,10 +46,6 @@ impl TokenCache {
         }
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// The principal of a token verified less than `ttl` ago.
     pub(crate) fn get(&self, hash: &TokenHash) -> Option<Principal> {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);

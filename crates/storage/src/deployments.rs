@@ -365,11 +365,7 @@ impl Store {
 
     /// The ids of a deployment named by project and deployment name, in one
     /// query that also tells which of the two is missing.
-    pub async fn resolve_deployment(
-        &self,
-        project_name: &str,
-        name: &str,
-    ) -> Result<(Uuid, Uuid)> {
+    pub async fn resolve_deployment(&self, project_name: &str, name: &str) -> Result<(Uuid, Uuid)> {
         let found = sqlx::query!(
             r#"SELECT p.id AS project_id, d.id AS "deployment_id?"
                FROM projects p LEFT JOIN deployments d ON d.project_id = p.id AND d.name = $2
@@ -380,7 +376,9 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| project_not_found(project_name))?;
-        let id = found.deployment_id.ok_or_else(|| deployment_not_found(name))?;
+        let id = found
+            .deployment_id
+            .ok_or_else(|| deployment_not_found(name))?;
         Ok((found.project_id, id))
     }
 }

@@ -11,8 +11,8 @@ use ubiops_domain::variable::{check_secret_change, NewVariable, ScopeLevel};
 use uuid::Uuid;
 
 use crate::audit::{deployment_event, record, NewAuditEvent};
-use crate::error::{corrupt, on_unique_violation};
 use crate::deployments::deployment_not_found;
+use crate::error::{corrupt, on_unique_violation};
 use crate::projects::project_not_found;
 use crate::versions::version_not_found;
 use crate::versions::DeploymentRef;

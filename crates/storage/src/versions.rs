@@ -8,8 +8,8 @@ use ubiops_domain::ValidationError;
 use uuid::Uuid;
 
 use crate::audit::{deployment_event as version_event, record};
-use crate::error::{corrupt, on_unique_violation};
 use crate::deployments::deployment_not_found;
+use crate::error::{corrupt, on_unique_violation};
 use crate::projects::project_not_found;
 use crate::{Actor, Result, StorageError, Store};
 
@@ -450,7 +450,10 @@ impl Store {
         match row {
             Some(row) => row.try_into(),
             // Which of the three is missing, for the error.
-            None => match self.resolve_version(project_name, deployment_name, name).await {
+            None => match self
+                .resolve_version(project_name, deployment_name, name)
+                .await
+            {
                 Ok(_) => Err(version_not_found(name)),
                 Err(error) => Err(error),
             },
