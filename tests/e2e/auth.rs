@@ -1,6 +1,8 @@
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use ubiops_test_support::TestApp;
+use ubiops_test_support::{TestApp, TestOptions};
 
 const PROJECT_ROUTES: &[(&str, &str)] = &[
     ("GET", "/projects/p"),
@@ -71,20 +73,62 @@ async fn every_route_refuses_a_missing_malformed_or_wrong_token() {
     );
 }
 
+async fn status_as(app: &TestApp, token: &str) -> StatusCode {
+    app.call_as(token, Method::GET, "/projects", None)
+        .await
+        .status
+}
+
 #[tokio::test]
-async fn revoked_tokens_stop_working() {
-    let app = setup().await;
+async fn revoked_tokens_stop_working_within_the_cache_ttl() {
+    let ttl = Duration::from_millis(300);
+    let app = TestApp::spawn_with(TestOptions {
+        token_cache_ttl: ttl,
+        ..TestOptions::default()
+    })
+    .await;
     let token = app.token("someone@example.com", None).await;
-    assert_eq!(
-        app.call_as(&token, Method::GET, "/projects", None)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(status_as(&app, &token).await, StatusCode::OK);
     app.revoke(&token).await;
+    // Once the entry is older than the TTL the database is asked again.
+    tokio::time::sleep(ttl).await;
     let response = app.call_as(&token, Method::GET, "/projects", None).await;
     assert_eq!(response.status, StatusCode::UNAUTHORIZED);
     assert!(response.error().contains("Invalid or revoked"));
+    // And stays refused: refusals are not cached as anything else.
+    assert_eq!(status_as(&app, &token).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_verified_token_is_served_from_the_cache_until_the_ttl() {
+    // A TTL far longer than the test: the second request can only succeed
+    // without asking the database, which no longer accepts the token.
+    let app = TestApp::spawn_with(TestOptions {
+        token_cache_ttl: Duration::from_secs(3600),
+        ..TestOptions::default()
+    })
+    .await;
+    let token = app.token("someone@example.com", None).await;
+    assert_eq!(status_as(&app, &token).await, StatusCode::OK);
+    app.revoke(&token).await;
+    assert_eq!(status_as(&app, &token).await, StatusCode::OK);
+    // A token the cache has never seen is still checked against the database.
+    let other = app.token("other@example.com", None).await;
+    app.revoke(&other).await;
+    assert_eq!(status_as(&app, &other).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_zero_ttl_checks_the_database_on_every_request() {
+    let app = TestApp::spawn_with(TestOptions {
+        token_cache_ttl: Duration::ZERO,
+        ..TestOptions::default()
+    })
+    .await;
+    let token = app.token("someone@example.com", None).await;
+    assert_eq!(status_as(&app, &token).await, StatusCode::OK);
+    app.revoke(&token).await;
+    assert_eq!(status_as(&app, &token).await, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

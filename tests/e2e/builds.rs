@@ -821,7 +821,7 @@ async fn s3_storage_streams_multipart_uploads_and_cleans_up() {
     let files = ubiops_test_support::s3_file_store().await;
     let app = app_with(TestOptions {
         files: Some(files),
-        max_upload_bytes: 64 * 1024 * 1024,
+        ..TestOptions::default()
     })
     .await;
     let _worker = app.start_worker(1);

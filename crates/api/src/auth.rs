@@ -6,7 +6,7 @@ use axum::extract::{RawPathParams, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use ubiops_domain::token::{hash_token, token_from_authorization};
+use ubiops_domain::token::{hash_token, token_from_authorization, TokenHash};
 use ubiops_storage::{Actor, TokenRecord};
 
 use crate::error::{ApiError, ApiResult};
@@ -71,15 +71,30 @@ pub async fn require_token(
                     .to_owned(),
             )
         })?;
-    let record = state
-        .store
-        .find_token(&hash_token(token))
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("Invalid or revoked API token".to_owned()))?;
-    request
-        .extensions_mut()
-        .insert(Principal::from_record(record));
+    let principal = verify(&state, hash_token(token)).await?;
+    request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
+}
+
+/// The principal of a token: from the cache while its entry is fresh, else
+/// from the database (and then cached).
+async fn verify(state: &AppState, hash: TokenHash) -> ApiResult<Principal> {
+    if let Some(principal) = state.tokens.get(&hash) {
+        return Ok(principal);
+    }
+    match state.store.find_token(&hash).await? {
+        Some(record) => {
+            let principal = Principal::from_record(record);
+            state.tokens.insert(hash, principal.clone());
+            Ok(principal)
+        }
+        None => {
+            state.tokens.remove(&hash);
+            Err(ApiError::Unauthorized(
+                "Invalid or revoked API token".to_owned(),
+            ))
+        }
+    }
 }
 
 /// Route layer for everything under `/projects/{project_name}`: checks the

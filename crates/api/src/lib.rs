@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod openapi;
 mod routes;
+mod token_cache;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use ubiops_storage::Store;
 
 pub use auth::Principal;
 pub use error::ApiError;
+pub use token_cache::{TokenCache, DEFAULT_TOKEN_CACHE_TTL};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -42,6 +44,8 @@ pub struct AppState {
     /// renewed while bytes arrive, so only an upload whose server died (or
     /// whose client stalled this long) runs out, and the sweep removes it.
     pub upload_lease: Duration,
+    /// Tokens verified recently (shared by every clone of the state).
+    pub tokens: Arc<TokenCache>,
 }
 
 /// `UBIOPS_UPLOAD_LEASE_SECONDS` unset.

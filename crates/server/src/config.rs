@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use ubiops_api::DEFAULT_TOKEN_CACHE_TTL;
 use ubiops_domain::token::validate_email;
 use ubiops_domain::version::InstanceTypeCatalog;
 use url::Url;
@@ -39,6 +40,9 @@ pub struct Config {
     pub upload_lease: Duration,
     /// How long a dead worker's build waits before another worker takes it over.
     pub build_lease: Duration,
+    /// How long a verified API token is trusted before the database is asked
+    /// again (the bound on how long a revoked token keeps working).
+    pub token_cache_ttl: Duration,
 }
 
 /// An admin token whose value the operator chose (`UBIOPS_BOOTSTRAP_TOKEN`).
@@ -86,6 +90,10 @@ impl Config {
                 .saturating_mul(1024 * 1024),
             upload_lease: lease("UBIOPS_UPLOAD_LEASE_SECONDS", "120")?,
             build_lease: lease("UBIOPS_BUILD_LEASE_SECONDS", "30")?,
+            token_cache_ttl: Duration::from_secs(parse(
+                "UBIOPS_TOKEN_CACHE_SECONDS",
+                &DEFAULT_TOKEN_CACHE_TTL.as_secs().to_string(),
+            )?),
             data_dir,
         })
     }

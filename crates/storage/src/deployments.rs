@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::PgConnection;
-use ubiops_domain::audit::AuditAction;
+use ubiops_domain::audit::{AuditAction, ObjectType};
 use ubiops_domain::deployment::{DeploymentChanges, Field, IoType, NewDeployment};
 use ubiops_domain::labels::{LabelFilter, Labels};
 use ubiops_domain::version::VersionStatus;
@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::audit::{deployment_event, record};
 use crate::error::{corrupt, on_unique_violation};
+use crate::projects::project_not_found;
 use crate::versions::DeploymentRef;
 use crate::{Actor, Result, StorageError, Store};
 
@@ -70,7 +71,7 @@ impl TryFrom<DeploymentRow> for Deployment {
     }
 }
 
-fn deployment_not_found(name: &str) -> StorageError {
+pub(crate) fn deployment_not_found(name: &str) -> StorageError {
     StorageError::NotFound(format!("Deployment '{name}' not found"))
 }
 
@@ -91,7 +92,7 @@ async fn fetch_deployment(
                d.labels AS "labels: Json<Labels>",
                d.creation_date, d.last_updated,
                dv.name AS "default_version?",
-               (SELECT count(*) FROM versions v WHERE v.deployment_id = d.id) AS "number_of_versions!"
+               d.number_of_versions::int8 AS "number_of_versions!"
            FROM deployments d LEFT JOIN versions dv ON dv.id = d.default_version_id
            WHERE d.project_id = $1 AND d.name = $2"#,
         project_id,
@@ -103,22 +104,47 @@ async fn fetch_deployment(
     .try_into()
 }
 
+/// Why a lookup by names found nothing: the project or the deployment is
+/// missing. Only asked on that (rare) path, so a hit stays one query.
+async fn deployment_miss(store: &Store, project_name: &str, name: &str) -> StorageError {
+    match store.resolve_deployment(project_name, name).await {
+        Ok(_) => deployment_not_found(name),
+        Err(error) => error,
+    }
+}
+
 impl Store {
+    /// Creates a deployment in the project with this name, with its audit
+    /// event, in one statement (so one round trip, and atomic by itself).
     pub async fn create_deployment(
         &self,
-        project_id: Uuid,
+        project_name: &str,
         new: &NewDeployment,
         actor: &Actor,
     ) -> Result<Deployment> {
-        let mut tx = self.pool.begin().await?;
         let id = Uuid::new_v4();
-        sqlx::query!(
-            "INSERT INTO deployments
-                 (id, project_id, name, description, input_type, output_type,
-                  input_fields, output_fields, labels)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        let created = sqlx::query!(
+            r#"WITH project AS (SELECT id FROM projects WHERE name = $1),
+               inserted AS (
+                   INSERT INTO deployments
+                       (id, project_id, name, description, input_type, output_type,
+                        input_fields, output_fields, labels)
+                   SELECT $2::uuid, project.id, $3::text, $4::text, $5::text, $6::text,
+                          $7::jsonb, $8::jsonb, $9::jsonb
+                   FROM project
+                   RETURNING project_id, creation_date, last_updated),
+               event AS (
+                   INSERT INTO audit_events
+                       (id, project_id, deployment_id, action, user_email, event, object_type,
+                        object_id, object_name)
+                   SELECT $10::uuid, project_id, $2, $11::text, $12::text, $13::text, $14::text,
+                          $2, $3
+                   FROM inserted)
+               SELECT project_id AS "project_id!", creation_date AS "creation_date!",
+                      last_updated AS "last_updated!"
+               FROM inserted"#,
+            project_name,
             id,
-            project_id,
             new.name,
             new.description,
             new.input_type.as_str(),
@@ -126,27 +152,57 @@ impl Store {
             Json(&new.input_fields) as _,
             Json(&new.output_fields) as _,
             Json(&new.labels) as _,
+            Uuid::new_v4(),
+            AuditAction::Create.as_str(),
+            actor.email,
+            format!("Created deployment {}", new.name),
+            ObjectType::Deployment.as_str(),
         )
-        .execute(&mut *tx)
+        .fetch_optional(&self.pool)
         .await
-        .map_err(|e| on_unique_violation(e, || duplicate_deployment(&new.name)))?;
-        record(
-            &mut tx,
-            deployment_event(
-                DeploymentRef {
-                    project_id,
-                    id,
-                    name: &new.name,
-                },
-                AuditAction::Create,
-                actor,
-                format!("Created deployment {}", new.name),
-            ),
+        .map_err(|e| on_unique_violation(e, || duplicate_deployment(&new.name)))?
+        .ok_or_else(|| project_not_found(project_name))?;
+        Ok(Deployment {
+            id,
+            project_id: created.project_id,
+            name: new.name.clone(),
+            description: new.description.clone(),
+            input_type: new.input_type,
+            output_type: new.output_type,
+            input_fields: new.input_fields.clone(),
+            output_fields: new.output_fields.clone(),
+            labels: new.labels.clone(),
+            creation_date: created.creation_date,
+            last_updated: created.last_updated,
+            default_version: None,
+            number_of_versions: 0,
+        })
+    }
+
+    /// A deployment by project and deployment name: one query when it exists.
+    pub async fn find_deployment(&self, project_name: &str, name: &str) -> Result<Deployment> {
+        let row = sqlx::query_as!(
+            DeploymentRow,
+            r#"SELECT d.id, d.project_id, d.name, d.description, d.input_type, d.output_type,
+                   d.input_fields AS "input_fields: Json<Vec<Field>>",
+                   d.output_fields AS "output_fields: Json<Vec<Field>>",
+                   d.labels AS "labels: Json<Labels>",
+                   d.creation_date, d.last_updated,
+                   dv.name AS "default_version?",
+                   d.number_of_versions::int8 AS "number_of_versions!"
+               FROM projects p
+               JOIN deployments d ON d.project_id = p.id
+               LEFT JOIN versions dv ON dv.id = d.default_version_id
+               WHERE p.name = $1 AND d.name = $2"#,
+            project_name,
+            name,
         )
+        .fetch_optional(&self.pool)
         .await?;
-        let deployment = fetch_deployment(&mut tx, project_id, &new.name).await?;
-        tx.commit().await?;
-        Ok(deployment)
+        match row {
+            Some(row) => row.try_into(),
+            None => Err(deployment_miss(self, project_name, name).await),
+        }
     }
 
     pub async fn get_deployment(&self, project_id: Uuid, name: &str) -> Result<Deployment> {
@@ -155,10 +211,11 @@ impl Store {
     }
 
     /// A project's deployments by name; with a filter, only those having at
-    /// least one of its label pairs.
+    /// least one of its label pairs. One query; an empty list also checks
+    /// that the project exists.
     pub async fn list_deployments(
         &self,
-        project_id: Uuid,
+        project_name: &str,
         filter: Option<&LabelFilter>,
     ) -> Result<Vec<Deployment>> {
         let (keys, values) = LabelFilter::as_arrays(filter);
@@ -170,19 +227,24 @@ impl Store {
                    d.labels AS "labels: Json<Labels>",
                    d.creation_date, d.last_updated,
                    dv.name AS "default_version?",
-                   (SELECT count(*) FROM versions v WHERE v.deployment_id = d.id) AS "number_of_versions!"
-               FROM deployments d LEFT JOIN versions dv ON dv.id = d.default_version_id
-               WHERE d.project_id = $1
+                   d.number_of_versions::int8 AS "number_of_versions!"
+               FROM projects p
+               JOIN deployments d ON d.project_id = p.id
+               LEFT JOIN versions dv ON dv.id = d.default_version_id
+               WHERE p.name = $1
                  AND ($2::text[] IS NULL OR EXISTS (
                        SELECT 1 FROM unnest($2::text[], $3::text[]) AS f(key, value)
                        WHERE d.labels ->> f.key = f.value))
                ORDER BY d.name"#,
-            project_id,
+            project_name,
             keys.as_deref(),
             values.as_deref(),
         )
         .fetch_all(&self.pool)
         .await?;
+        if rows.is_empty() {
+            self.get_project(project_name).await?;
+        }
         rows.into_iter().map(Deployment::try_from).collect()
     }
 
@@ -257,61 +319,67 @@ impl Store {
         Ok(deployment)
     }
 
+    /// Deletes a deployment (and by cascade its versions and variables),
+    /// queues its files for deletion and records the event, in one statement.
     pub async fn delete_deployment(
         &self,
-        project_id: Uuid,
+        project_name: &str,
         name: &str,
         actor: &Actor,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query!(
-            "INSERT INTO object_deletions (object_key)
-             SELECT r.object_key FROM revisions r
-             JOIN versions v ON v.id = r.version_id
-             JOIN deployments d ON d.id = v.deployment_id
-             WHERE d.project_id = $1 AND d.name = $2
-             ON CONFLICT DO NOTHING",
-            project_id,
+        let deleted = sqlx::query_scalar!(
+            r#"WITH target AS (
+                   SELECT d.id, d.project_id FROM deployments d JOIN projects p ON p.id = d.project_id
+                   WHERE p.name = $1 AND d.name = $2),
+               files AS (
+                   INSERT INTO object_deletions (object_key)
+                   SELECT r.object_key FROM revisions r
+                   JOIN versions v ON v.id = r.version_id
+                   JOIN target ON target.id = v.deployment_id
+                   ON CONFLICT DO NOTHING),
+               deleted AS (
+                   DELETE FROM deployments d USING target WHERE d.id = target.id
+                   RETURNING d.id, d.project_id),
+               event AS (
+                   INSERT INTO audit_events
+                       (id, project_id, deployment_id, action, user_email, event, object_type,
+                        object_id, object_name)
+                   SELECT $3::uuid, project_id, id, $4::text, $5::text, $6::text, $7::text, id, $2
+                   FROM deleted)
+               SELECT id AS "id!" FROM deleted"#,
+            project_name,
             name,
+            Uuid::new_v4(),
+            AuditAction::Delete.as_str(),
+            actor.email,
+            format!("Deleted deployment {name}"),
+            ObjectType::Deployment.as_str(),
         )
-        .execute(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
-        let id = sqlx::query_scalar!(
-            "DELETE FROM deployments WHERE project_id = $1 AND name = $2 RETURNING id",
-            project_id,
-            name,
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| deployment_not_found(name))?;
-        record(
-            &mut tx,
-            deployment_event(
-                DeploymentRef {
-                    project_id,
-                    id,
-                    name,
-                },
-                AuditAction::Delete,
-                actor,
-                format!("Deleted deployment {name}"),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        match deleted {
+            Some(_) => Ok(()),
+            None => Err(deployment_miss(self, project_name, name).await),
+        }
     }
 
-    /// The id of a deployment, for lookups that only need to know it exists.
-    pub async fn deployment_id(&self, project_id: Uuid, name: &str) -> Result<Uuid> {
-        sqlx::query_scalar!(
-            "SELECT id FROM deployments WHERE project_id = $1 AND name = $2",
-            project_id,
+    /// The ids of a deployment named by project and deployment name, in one
+    /// query that also tells which of the two is missing.
+    pub async fn resolve_deployment(&self, project_name: &str, name: &str) -> Result<(Uuid, Uuid)> {
+        let found = sqlx::query!(
+            r#"SELECT p.id AS project_id, d.id AS "deployment_id?"
+               FROM projects p LEFT JOIN deployments d ON d.project_id = p.id AND d.name = $2
+               WHERE p.name = $1"#,
+            project_name,
             name,
         )
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| deployment_not_found(name))
+        .ok_or_else(|| project_not_found(project_name))?;
+        let id = found
+            .deployment_id
+            .ok_or_else(|| deployment_not_found(name))?;
+        Ok((found.project_id, id))
     }
 }
 

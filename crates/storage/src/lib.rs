@@ -27,7 +27,7 @@ pub use revisions::{
 };
 pub use tokens::TokenRecord;
 pub use variables::{Variable, VariableScope};
-pub use versions::{DeploymentRef, Version};
+pub use versions::{DeploymentRef, ResolvedVersion, Version};
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 

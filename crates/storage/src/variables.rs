@@ -11,7 +11,10 @@ use ubiops_domain::variable::{check_secret_change, NewVariable, ScopeLevel};
 use uuid::Uuid;
 
 use crate::audit::{deployment_event, record, NewAuditEvent};
+use crate::deployments::deployment_not_found;
 use crate::error::{corrupt, on_unique_violation};
+use crate::projects::project_not_found;
+use crate::versions::version_not_found;
 use crate::versions::DeploymentRef;
 use crate::{Actor, Result, StorageError, Store};
 
@@ -53,14 +56,6 @@ impl VariableScope<'_> {
         match self {
             VariableScope::Version { version_id, .. } => Some(*version_id),
             _ => None,
-        }
-    }
-
-    fn level(&self) -> ScopeLevel {
-        match self {
-            VariableScope::Project { .. } => ScopeLevel::Project,
-            VariableScope::Deployment(_) => ScopeLevel::Deployment,
-            VariableScope::Version { .. } => ScopeLevel::Version,
         }
     }
 
@@ -229,40 +224,70 @@ async fn write_variable(
 }
 
 impl Store {
-    /// The scope's own variables plus every inherited one that no more
-    /// specific variable of the same name shadows, ordered by name.
-    pub async fn list_variables(&self, scope: VariableScope<'_>) -> Result<Vec<Variable>> {
+    /// The variables of the scope a request path names (a project, or a
+    /// deployment in it, or a version of that): the scope's own plus every
+    /// inherited one that no more specific variable of the same name shadows,
+    /// ordered by name. One query resolves the names, tells which one is
+    /// missing, and reads each of the three levels through its own index.
+    pub async fn list_variables(
+        &self,
+        project_name: &str,
+        deployment_name: Option<&str>,
+        version_name: Option<&str>,
+    ) -> Result<Vec<Variable>> {
         let rows = sqlx::query!(
-            r#"SELECT DISTINCT ON (ev.name)
-                   ev.id, ev.name, ev.secret, ev.value, p.name AS project_name,
-                   d.name AS "deployment_name?",
-                   CASE WHEN ev.version_id IS NOT NULL THEN 2
-                        WHEN ev.deployment_id IS NOT NULL THEN 1 ELSE 0 END AS "depth!"
-               FROM environment_variables ev
-               JOIN projects p ON p.id = ev.project_id
-               LEFT JOIN deployments d ON d.id = ev.deployment_id
-               WHERE ev.project_id = $1
-                 AND (ev.deployment_id IS NULL
-                      OR (ev.deployment_id = $2 AND ev.version_id IS NULL)
-                      OR ev.version_id = $3)
-               ORDER BY ev.name, 7 DESC"#,
-            scope.project_id(),
-            scope.deployment_id(),
-            scope.version_id(),
+            r#"WITH scope AS (
+                   SELECT p.id AS project_id, d.id AS deployment_id, v.id AS version_id
+                   FROM projects p
+                   LEFT JOIN deployments d ON d.project_id = p.id AND d.name = $2
+                   LEFT JOIN versions v ON v.deployment_id = d.id AND v.name = $3
+                   WHERE p.name = $1)
+               SELECT scope.deployment_id AS "deployment_id?", scope.version_id AS "version_id?",
+                      found.id AS "id?", found.name AS "name?", found.secret AS "secret?",
+                      found.value AS "value?", found.depth AS "depth?"
+               FROM scope LEFT JOIN LATERAL (
+                   SELECT DISTINCT ON (ev.name) ev.id, ev.name, ev.secret, ev.value,
+                          CASE WHEN ev.version_id IS NOT NULL THEN 2
+                               WHEN ev.deployment_id IS NOT NULL THEN 1 ELSE 0 END AS depth
+                   FROM environment_variables ev
+                   WHERE (ev.project_id = scope.project_id AND ev.deployment_id IS NULL)
+                      OR (ev.deployment_id = scope.deployment_id AND ev.version_id IS NULL)
+                      OR ev.version_id = scope.version_id
+                   ORDER BY ev.name, depth DESC) found ON true
+               ORDER BY found.name"#,
+            project_name,
+            deployment_name,
+            version_name,
         )
         .fetch_all(&self.pool)
         .await?;
+        // One row at least (with no variable) whenever the project exists.
+        let Some(first) = rows.first() else {
+            return Err(project_not_found(project_name));
+        };
+        if let (Some(name), None) = (deployment_name, first.deployment_id) {
+            return Err(deployment_not_found(name));
+        }
+        if let (Some(name), None) = (version_name, first.version_id) {
+            return Err(version_not_found(name));
+        }
+        let scope_level = match (deployment_name, version_name) {
+            (None, _) => ScopeLevel::Project,
+            (Some(_), None) => ScopeLevel::Deployment,
+            (Some(_), Some(_)) => ScopeLevel::Version,
+        };
         rows.into_iter()
-            .map(|row| {
-                let level = ScopeLevel::from_depth(row.depth)
-                    .ok_or_else(|| corrupt("variable depth", &row.depth.to_string(), row.id))?;
-                let mut variable = visible(row.id, row.name, row.secret, row.value);
-                if level < scope.level() {
+            .filter_map(|row| Some((row.id?, row.name?, row.secret?, row.value, row.depth?)))
+            .map(|(id, name, secret, value, depth)| {
+                let level = ScopeLevel::from_depth(depth)
+                    .ok_or_else(|| corrupt("variable depth", &depth.to_string(), id))?;
+                let mut variable = visible(id, name, secret, value);
+                if level < scope_level {
                     let from = match level {
-                        ScopeLevel::Project => row.project_name,
-                        _ => row.deployment_name.unwrap_or_default(),
+                        ScopeLevel::Project => project_name,
+                        _ => deployment_name.unwrap_or_default(),
                     };
-                    variable.inherited_from = Some((level, from));
+                    variable.inherited_from = Some((level, from.to_owned()));
                 }
                 Ok(variable)
             })

@@ -8,7 +8,9 @@ use ubiops_domain::ValidationError;
 use uuid::Uuid;
 
 use crate::audit::{deployment_event as version_event, record};
+use crate::deployments::deployment_not_found;
 use crate::error::{corrupt, on_unique_violation};
+use crate::projects::project_not_found;
 use crate::{Actor, Result, StorageError, Store};
 
 /// A version with everything a response shows.
@@ -111,7 +113,7 @@ impl TryFrom<VersionRow> for Version {
     }
 }
 
-fn version_not_found(name: &str) -> StorageError {
+pub(crate) fn version_not_found(name: &str) -> StorageError {
     StorageError::NotFound(format!("Version '{name}' not found"))
 }
 
@@ -203,8 +205,10 @@ impl Store {
         .await
         .map_err(|e| on_unique_violation(e, || duplicate_version(deployment.name, &settings.name)))?;
         sqlx::query!(
-            "UPDATE deployments SET default_version_id = $2
-             WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM versions WHERE deployment_id = $1 AND id <> $2)",
+            "UPDATE deployments SET
+                 number_of_versions = number_of_versions + 1,
+                 default_version_id = CASE WHEN number_of_versions = 0 THEN $2 ELSE default_version_id END
+             WHERE id = $1",
             deployment.id,
             id,
         )
@@ -226,11 +230,6 @@ impl Store {
         let version = fetch_version(&mut tx, deployment.id, &settings.name).await?;
         tx.commit().await?;
         Ok(version)
-    }
-
-    pub async fn get_version(&self, deployment_id: Uuid, name: &str) -> Result<Version> {
-        let mut conn = self.pool.acquire().await?;
-        fetch_version(&mut conn, deployment_id, name).await
     }
 
     /// A deployment's versions by name; with a filter, only those having at
@@ -283,15 +282,26 @@ impl Store {
         let current = fetch_version(&mut tx, deployment.id, name).await?;
         let settings =
             change(current.settings).map_err(|e| StorageError::Rejected(e.message().to_owned()))?;
-        sqlx::query!(
-            "UPDATE versions SET
+        let updated = sqlx::query_as!(
+            VersionRow,
+            r#"UPDATE versions SET
                  name = $2, description = $3, instance_type = $4, memory_allocation = $5,
                  maximum_instances = $6, minimum_instances = $7, maximum_idle_time = $8, labels = $9,
                  monitoring = $10, default_notification_group = $11, request_retention_time = $12,
                  request_retention_mode = $13, maximum_queue_size_express = $14,
                  maximum_queue_size_batch = $15, static_ip = $16, restart_request_interruption = $17,
                  last_updated = now()
-             WHERE id = $1",
+             WHERE id = $1
+             RETURNING id, deployment_id, name, description, language, instance_type,
+                 memory_allocation, maximum_instances, minimum_instances, maximum_idle_time,
+                 labels AS "labels: Json<Labels>", monitoring, default_notification_group,
+                 request_retention_time, request_retention_mode, maximum_queue_size_express,
+                 maximum_queue_size_batch, static_ip, restart_request_interruption, status,
+                 active_revision_id, latest_build_id,
+                 (SELECT b.revision_id FROM builds b WHERE b.id = latest_build_id)
+                     AS "latest_revision_id?",
+                 last_file_upload, has_request_method, has_requests_method, creation_date,
+                 last_updated"#,
             current.id,
             settings.name,
             settings.description,
@@ -310,7 +320,7 @@ impl Store {
             settings.static_ip,
             settings.restart_request_interruption,
         )
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| on_unique_violation(e, || duplicate_version(deployment.name, &settings.name)))?;
         let event = if settings.name != name {
@@ -326,9 +336,8 @@ impl Store {
             version_event(deployment, AuditAction::Update, actor, event),
         )
         .await?;
-        let version = fetch_version(&mut tx, deployment.id, &settings.name).await?;
         tx.commit().await?;
-        Ok(version)
+        updated.try_into()
     }
 
     /// Deletes a version; if it was the default, the deployment has none after.
@@ -358,6 +367,12 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| version_not_found(name))?;
+        sqlx::query!(
+            "UPDATE deployments SET number_of_versions = number_of_versions - 1 WHERE id = $1",
+            deployment.id,
+        )
+        .execute(&mut *tx)
+        .await?;
         record(
             &mut tx,
             version_event(
@@ -385,4 +400,87 @@ impl Store {
         .await?
         .ok_or_else(|| version_not_found(name))
     }
+
+    /// The ids of project, deployment and version named in a path, in one
+    /// query that also tells which of the three is missing.
+    pub async fn resolve_version(
+        &self,
+        project_name: &str,
+        deployment_name: &str,
+        name: &str,
+    ) -> Result<ResolvedVersion> {
+        let found = sqlx::query!(
+            r#"SELECT p.id AS project_id, d.id AS "deployment_id?", v.id AS "version_id?"
+               FROM projects p
+               LEFT JOIN deployments d ON d.project_id = p.id AND d.name = $2
+               LEFT JOIN versions v ON v.deployment_id = d.id AND v.name = $3
+               WHERE p.name = $1"#,
+            project_name,
+            deployment_name,
+            name,
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| project_not_found(project_name))?;
+        let deployment_id = found
+            .deployment_id
+            .ok_or_else(|| deployment_not_found(deployment_name))?;
+        let id = found.version_id.ok_or_else(|| version_not_found(name))?;
+        Ok(ResolvedVersion {
+            project_id: found.project_id,
+            deployment_id,
+            id,
+        })
+    }
+
+    /// A version by project, deployment and version name: one query when it
+    /// exists.
+    pub async fn find_version(
+        &self,
+        project_name: &str,
+        deployment_name: &str,
+        name: &str,
+    ) -> Result<Version> {
+        let row = sqlx::query_as!(
+            VersionRow,
+            r#"SELECT v.id, v.deployment_id, v.name, v.description, v.language, v.instance_type,
+                   v.memory_allocation, v.maximum_instances, v.minimum_instances, v.maximum_idle_time,
+                   v.labels AS "labels: Json<Labels>", v.monitoring, v.default_notification_group,
+                   v.request_retention_time, v.request_retention_mode, v.maximum_queue_size_express,
+                   v.maximum_queue_size_batch, v.static_ip, v.restart_request_interruption, v.status,
+                   v.active_revision_id, v.latest_build_id,
+                   (SELECT b.revision_id FROM builds b WHERE b.id = v.latest_build_id)
+                       AS "latest_revision_id?",
+                   v.last_file_upload, v.has_request_method,
+                   v.has_requests_method, v.creation_date, v.last_updated
+               FROM projects p
+               JOIN deployments d ON d.project_id = p.id
+               JOIN versions v ON v.deployment_id = d.id
+               WHERE p.name = $1 AND d.name = $2 AND v.name = $3"#,
+            project_name,
+            deployment_name,
+            name,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => row.try_into(),
+            // Which of the three is missing, for the error.
+            None => match self
+                .resolve_version(project_name, deployment_name, name)
+                .await
+            {
+                Ok(_) => Err(version_not_found(name)),
+                Err(error) => Err(error),
+            },
+        }
+    }
+}
+
+/// The ids of a version named by project, deployment and version name.
+#[derive(Debug, Clone, Copy)]
+pub struct ResolvedVersion {
+    pub project_id: Uuid,
+    pub deployment_id: Uuid,
+    pub id: Uuid,
 }

@@ -1,12 +1,13 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::watch;
-use ubiops_api::{router, AppState};
+use ubiops_api::{router, AppState, TokenCache, DEFAULT_TOKEN_CACHE_TTL};
 use ubiops_domain::secrets::Keyring;
 use ubiops_domain::token::{generate_token, hash_token};
 use ubiops_domain::version::InstanceTypeCatalog;
@@ -24,6 +25,8 @@ pub struct TestOptions {
     /// Object storage; `None`: a fresh local directory.
     pub files: Option<FileStore>,
     pub max_upload_bytes: u64,
+    /// How long a verified token is trusted without asking the database.
+    pub token_cache_ttl: Duration,
 }
 
 impl Default for TestOptions {
@@ -31,6 +34,7 @@ impl Default for TestOptions {
         TestOptions {
             files: None,
             max_upload_bytes: 64 * 1024 * 1024,
+            token_cache_ttl: DEFAULT_TOKEN_CACHE_TTL,
         }
     }
 }
@@ -146,6 +150,7 @@ impl TestApp {
             files: files.clone(),
             max_upload_bytes: options.max_upload_bytes,
             upload_lease: ubiops_api::DEFAULT_UPLOAD_LEASE,
+            tokens: Arc::new(TokenCache::new(options.token_cache_ttl)),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

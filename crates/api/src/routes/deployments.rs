@@ -78,15 +78,15 @@ async fn list(
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<DeploymentResponse>>> {
     let filter = LabelFilter::parse_optional(query.labels.as_deref())?;
-    let project = authorized_project(&state, &principal, &project_name).await?;
+    principal.authorize(&project_name)?;
     let deployments = state
         .store
-        .list_deployments(project.id, filter.as_ref())
+        .list_deployments(&project_name, filter.as_ref())
         .await?;
     Ok(Json(
         deployments
             .into_iter()
-            .map(|d| DeploymentResponse::new(&project.name, d))
+            .map(|d| DeploymentResponse::new(&project_name, d))
             .collect(),
     ))
 }
@@ -99,15 +99,15 @@ async fn create(
     PathParams(project_name): PathParams<String>,
     JsonBody(body): JsonBody<DeploymentCreate>,
 ) -> ApiResult<(StatusCode, Json<DeploymentResponse>)> {
-    let project = authorized_project(&state, &principal, &project_name).await?;
+    principal.authorize(&project_name)?;
     let new = body.validate()?;
     let deployment = state
         .store
-        .create_deployment(project.id, &new, &principal.actor)
+        .create_deployment(&project_name, &new, &principal.actor)
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(DeploymentResponse::new(&project.name, deployment)),
+        Json(DeploymentResponse::new(&project_name, deployment)),
     ))
 }
 
@@ -118,12 +118,12 @@ async fn read(
     Extension(principal): Extension<Principal>,
     PathParams((project_name, deployment_name)): PathParams<(String, String)>,
 ) -> ApiResult<Json<DeploymentResponse>> {
-    let project = authorized_project(&state, &principal, &project_name).await?;
+    principal.authorize(&project_name)?;
     let deployment = state
         .store
-        .get_deployment(project.id, &deployment_name)
+        .find_deployment(&project_name, &deployment_name)
         .await?;
-    Ok(Json(DeploymentResponse::new(&project.name, deployment)))
+    Ok(Json(DeploymentResponse::new(&project_name, deployment)))
 }
 
 #[utoipa::path(patch, path = "/projects/{project_name}/deployments/{deployment_name}",
@@ -157,10 +157,10 @@ async fn delete(
     Extension(principal): Extension<Principal>,
     PathParams((project_name, deployment_name)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let project = authorized_project(&state, &principal, &project_name).await?;
+    principal.authorize(&project_name)?;
     state
         .store
-        .delete_deployment(project.id, &deployment_name, &principal.actor)
+        .delete_deployment(&project_name, &deployment_name, &principal.actor)
         .await?;
     state.purge_deleted_files();
     Ok(StatusCode::NO_CONTENT)

@@ -141,19 +141,21 @@ impl ResolvedDeployment {
     }
 }
 
+/// Scope first (403 without a lookup), then project and deployment resolved
+/// in one query (404 naming whichever is missing).
 async fn authorized_deployment(
     state: &AppState,
     principal: &Principal,
     project_name: &str,
     deployment_name: &str,
 ) -> ApiResult<ResolvedDeployment> {
-    let project = authorized_project(state, principal, project_name).await?;
-    let id = state
+    principal.authorize(project_name)?;
+    let (project_id, id) = state
         .store
-        .deployment_id(project.id, deployment_name)
+        .resolve_deployment(project_name, deployment_name)
         .await?;
     Ok(ResolvedDeployment {
-        project_id: project.id,
+        project_id,
         id,
         name: deployment_name.to_owned(),
     })

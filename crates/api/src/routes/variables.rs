@@ -117,14 +117,23 @@ async fn resolve(
             project_name: project.name,
         });
     };
-    let deployment = authorized_deployment(state, principal, project_name, deployment_name).await?;
     let Some(version) = version else {
+        let deployment =
+            authorized_deployment(state, principal, project_name, deployment_name).await?;
         return Ok(ResolvedScope::Deployment(deployment));
     };
-    let version_id = state.store.version_id(deployment.id, version).await?;
+    principal.authorize(project_name)?;
+    let resolved = state
+        .store
+        .resolve_version(project_name, deployment_name, version)
+        .await?;
     Ok(ResolvedScope::Version {
-        deployment,
-        version_id,
+        deployment: ResolvedDeployment {
+            project_id: resolved.project_id,
+            id: resolved.deployment_id,
+            name: deployment_name.to_owned(),
+        },
+        version_id: resolved.id,
         version_name: version.to_owned(),
     })
 }
@@ -189,8 +198,15 @@ async fn list(
     Extension(principal): Extension<Principal>,
     PathParams(path): PathParams<ScopePath>,
 ) -> ApiResult<Json<Vec<VariableResponse>>> {
-    let scope = path.resolve(&state, &principal).await?;
-    let variables = state.store.list_variables(scope.as_scope()).await?;
+    principal.authorize(&path.project_name)?;
+    let variables = state
+        .store
+        .list_variables(
+            &path.project_name,
+            path.deployment_name.as_deref(),
+            path.version.as_deref(),
+        )
+        .await?;
     Ok(Json(variables.into_iter().map(Into::into).collect()))
 }
 

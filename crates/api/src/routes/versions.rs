@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use ubiops_domain::environment::environment_name;
 use ubiops_domain::labels::{LabelFilter, Labels};
 use ubiops_domain::version::{
@@ -169,9 +169,11 @@ async fn read(
     Extension(principal): Extension<Principal>,
     PathParams((project_name, deployment_name, version)): PathParams<(String, String, String)>,
 ) -> ApiResult<Json<VersionResponse>> {
-    let deployment =
-        authorized_deployment(&state, &principal, &project_name, &deployment_name).await?;
-    let version = state.store.get_version(deployment.id, &version).await?;
+    principal.authorize(&project_name)?;
+    let version = state
+        .store
+        .find_version(&project_name, &deployment_name, &version)
+        .await?;
     Ok(Json(VersionResponse::new(&deployment_name, version)))
 }
 
