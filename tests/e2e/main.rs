@@ -4,10 +4,12 @@
 
 mod audit;
 mod auth;
+mod bad_input;
 mod builds;
 mod cli;
 mod deployments;
 mod projects;
 mod routing;
+mod security;
 mod variables;
 mod versions;

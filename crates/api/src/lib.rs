@@ -4,10 +4,13 @@
 mod auth;
 mod error;
 mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 mod routes;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -51,6 +54,11 @@ impl AppState {
     }
 }
 
+/// The largest JSON request body. The biggest valid one (200 fields with
+/// large widget configurations) is far below this; file uploads have their
+/// own, configurable limit (`AppState::max_upload_bytes`).
+pub const MAX_JSON_BODY_BYTES: usize = 2 * 1024 * 1024;
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole application as a router, ready to serve.
@@ -62,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::status_routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(CatchPanicLayer::custom(routes::panic_response))
         .layer(request_logging())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -27,6 +27,14 @@ impl From<sqlx::Error> for StorageError {
             {
                 StorageError::Unavailable(error)
             }
+            // 22021 (character_not_in_repertoire): PostgreSQL text cannot hold
+            // U+0000. Validators refuse it in stored values; this covers the
+            // names in request paths, which are only looked up.
+            sqlx::Error::Database(ref db) if db.code().as_deref() == Some("22021") => {
+                StorageError::Rejected(
+                    "Names and text must not contain NUL (U+0000) characters".to_owned(),
+                )
+            }
             other => StorageError::Database(other),
         }
     }

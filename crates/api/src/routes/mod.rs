@@ -4,7 +4,7 @@
 mod audit;
 mod deployments;
 mod projects;
-mod revisions;
+pub(crate) mod revisions;
 mod variables;
 mod versions;
 
