@@ -19,10 +19,7 @@ use ubiops_domain::version::{InstanceTypeCatalog, VersionRequest, LANGUAGES};
 
 /// Any text, weighted towards the characters validators care about.
 fn text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        any::<String>(),
-        "[a-zA-Z0-9 _./:,\\-\u{0}\u{e9}\n]{0,80}",
-    ]
+    prop_oneof![any::<String>(), "[a-zA-Z0-9 _./:,\\-\u{0}\u{e9}\n]{0,80}",]
 }
 
 fn resource_name() -> impl Strategy<Value = String> {
@@ -48,12 +45,26 @@ fn variable_name() -> impl Strategy<Value = String> {
 
 fn field_input() -> impl Strategy<Value = Value> {
     let data_type = prop::sample::select(vec![
-        "int", "string", "double", "bool", "timestamp", "array_int", "array_double",
-        "array_string", "file",
+        "int",
+        "string",
+        "double",
+        "bool",
+        "timestamp",
+        "array_int",
+        "array_double",
+        "array_string",
+        "file",
     ]);
     let widget = prop::option::of(prop::sample::select(vec![
-        "textbox", "numberbox", "slider", "dropdown", "switch", "button", "drawer",
-        "image_preview", "knob",
+        "textbox",
+        "numberbox",
+        "slider",
+        "dropdown",
+        "switch",
+        "button",
+        "drawer",
+        "image_preview",
+        "knob",
     ]));
     (text(), data_type, widget).prop_map(|(name, data_type, widget)| match widget {
         Some(kind) => json!({"name": name, "data_type": data_type, "widget": {"type": kind}}),
