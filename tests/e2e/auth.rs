@@ -13,6 +13,28 @@ const PROJECT_ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/projects/p/deployments/d"),
     ("DELETE", "/projects/p/deployments/d"),
     ("GET", "/projects/p/deployments/d/audit"),
+    ("GET", "/projects/p/deployments/d/versions"),
+    ("POST", "/projects/p/deployments/d/versions"),
+    ("GET", "/projects/p/deployments/d/versions/v1"),
+    ("PATCH", "/projects/p/deployments/d/versions/v1"),
+    ("DELETE", "/projects/p/deployments/d/versions/v1"),
+    ("GET", "/projects/p/environment-variables"),
+    ("POST", "/projects/p/environment-variables"),
+    ("GET", "/projects/p/environment-variables/00000000-0000-0000-0000-000000000000"),
+    ("PATCH", "/projects/p/environment-variables/00000000-0000-0000-0000-000000000000"),
+    ("DELETE", "/projects/p/environment-variables/00000000-0000-0000-0000-000000000000"),
+    ("GET", "/projects/p/deployments/d/environment-variables"),
+    ("POST", "/projects/p/deployments/d/copy-environment-variables"),
+    ("GET", "/projects/p/deployments/d/versions/v1/environment-variables"),
+    ("POST", "/projects/p/deployments/d/versions/v1/copy-environment-variables"),
+    ("GET", "/projects/p/deployments/d/versions/v1/revisions"),
+    ("POST", "/projects/p/deployments/d/versions/v1/revisions"),
+    ("GET", "/projects/p/deployments/d/versions/v1/revisions/00000000-0000-0000-0000-000000000000"),
+    ("GET", "/projects/p/deployments/d/versions/v1/revisions/00000000-0000-0000-0000-000000000000/download"),
+    ("POST", "/projects/p/deployments/d/versions/v1/revisions/00000000-0000-0000-0000-000000000000/rebuild"),
+    ("GET", "/projects/p/deployments/d/versions/v1/builds"),
+    ("GET", "/projects/p/deployments/d/versions/v1/builds/00000000-0000-0000-0000-000000000000"),
+    ("PATCH", "/projects/p/deployments/d/versions/v1/builds/00000000-0000-0000-0000-000000000000"),
 ];
 
 fn all_routes() -> Vec<(&'static str, &'static str)> {
@@ -21,16 +43,12 @@ fn all_routes() -> Vec<(&'static str, &'static str)> {
     routes
 }
 
+/// Project `p` with deployment `d` and version `v1`, so that the routes of
+/// a limited token's test name things that exist.
 async fn setup() -> TestApp {
     let app = TestApp::spawn().await;
     app.create_project("p").await;
-    let created = app
-        .post(
-            "/projects/p/deployments",
-            json!({"name": "d", "input_type": "plain", "output_type": "plain"}),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED);
+    app.create_deployment("p", "d", &["v1"]).await;
     app
 }
 

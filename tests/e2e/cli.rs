@@ -418,6 +418,17 @@ fn secrets_stay_out_of_responses_dumps_logs_and_audit_events() {
         );
         responses.push_str(&response.text().unwrap());
     }
+    // Refused requests that carry the secret do not echo it either.
+    for body in [
+        json!({"name": "bad name", "value": plaintext, "secret": true}),
+        json!({"name": "P_SECRET", "value": plaintext, "secret": true}),
+        json!({"name": "X", "value": plaintext, "secret": "yes"}),
+        json!({"name": "X", "value": plaintext, "secret": true, "extra": 1}),
+    ] {
+        let response = server.post(token, "/projects/p/environment-variables", body);
+        assert!(response.status().is_client_error());
+        responses.push_str(&response.text().unwrap());
+    }
     for path in [
         "/projects/p/environment-variables",
         "/projects/p/deployments/d/environment-variables",
@@ -452,6 +463,10 @@ fn secrets_stay_out_of_responses_dumps_logs_and_audit_events() {
     assert!(
         !dump.contains(&plaintext),
         "the secret is in the database dump in plain text"
+    );
+    assert!(
+        !dump.contains(token),
+        "the API token is in the database dump in plain text"
     );
 
     let key_file = dir.path().join("secret.key");

@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod bad_input;
 mod builds;
 mod cli;
 mod deployments;
@@ -13,6 +14,7 @@ mod openapi;
 mod projects;
 mod races;
 mod routing;
+mod security;
 mod token_required;
 mod variables;
 mod versions;

@@ -41,9 +41,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, message) = match self {
+impl ApiError {
+    /// The status and the message sent in the `{"error"}` body.
+    pub fn status_and_message(self) -> (StatusCode, String) {
+        match self {
             ApiError::Client(status, message) => (status, message),
             ApiError::Unauthorized(message) => (StatusCode::UNAUTHORIZED, message),
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message),
@@ -56,7 +57,13 @@ impl IntoResponse for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Internal server error; the server log has the details".to_owned(),
             ),
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = self.status_and_message();
         (status, Json(ErrorBody { error: message })).into_response()
     }
 }
@@ -140,6 +147,17 @@ impl From<JsonRejection> for ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Send the request body as JSON with `Content-Type: application/json`".to_owned(),
             ),
+            JsonRejection::BytesRejection(error)
+                if error.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::Client(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "The request body is larger than the limit of {} MiB for JSON requests",
+                        crate::MAX_JSON_BODY_BYTES / (1024 * 1024)
+                    ),
+                )
+            }
             other => ApiError::Client(other.status(), other.body_text()),
         }
     }

@@ -4,6 +4,8 @@
 mod auth;
 mod error;
 mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 mod openapi;
 mod routes;
 mod token_cache;
@@ -11,6 +13,7 @@ mod token_cache;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -64,6 +67,11 @@ impl AppState {
     }
 }
 
+/// The largest JSON request body. The biggest valid one (200 fields with
+/// large widget configurations) is far below this; file uploads have their
+/// own, configurable limit (`AppState::max_upload_bytes`).
+pub const MAX_JSON_BODY_BYTES: usize = 2 * 1024 * 1024;
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole application as a router, ready to serve.
@@ -76,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::status_routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(CatchPanicLayer::custom(routes::panic_response))
         .layer(request_logging())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

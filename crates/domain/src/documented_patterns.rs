@@ -2,7 +2,7 @@
 //! as literals (utoipa needs them so); these tests hold them to the
 //! validators, which stay the rule.
 
-use regex::Regex;
+use regex_lite::Regex;
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::RefOr;
 use utoipa::PartialSchema;

@@ -1,6 +1,9 @@
 //! API tokens. A token is a random secret shown once; only its SHA-256 hash is
 //! stored. The secret has 256 bits of entropy, so a fast hash is enough: there
 //! is nothing to brute-force that a slow password hash would protect.
+//! Tokens are only ever compared as hashes (by the database's index, see
+//! `Store::find_token`), which is what makes that comparison safe against
+//! timing: an attacker cannot choose the bytes of the hash being compared.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};

@@ -53,6 +53,12 @@ impl Store {
     }
 
     /// The live (not revoked) token with this hash, if any.
+    ///
+    /// The index lookup compares hashes, not secrets, and is not constant
+    /// time; that is safe: timing can at most reveal how much of a stored
+    /// SHA-256 an attacker's guess shares, and the caller hashed the guess,
+    /// so steering that prefix needs SHA-256 preimages. The secret itself is
+    /// never compared anywhere, so no comparison of it can leak.
     pub async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
         let record = sqlx::query_as!(
             TokenRecord,

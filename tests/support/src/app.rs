@@ -3,8 +3,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::watch;
 use ubiops_api::{router, AppState, TokenCache, DEFAULT_TOKEN_CACHE_TTL};
@@ -315,7 +317,9 @@ impl TestApp {
         }
     }
 
-    /// Every row of every table, to prove that a refused request changed nothing.
+    /// Every row of every table, and every stored object (key, size and
+    /// content hash, under `"objects"`), to prove that a refused request
+    /// changed nothing in the database or the object store.
     pub async fn snapshot(&self) -> Value {
         let tables: Vec<String> = sqlx::query_scalar(
             "SELECT table_name::text FROM information_schema.tables
@@ -334,7 +338,66 @@ impl TestApp {
             .expect("read table");
             snapshot.insert(table, rows);
         }
+        snapshot.insert("objects".to_owned(), self.stored_objects().await);
         Value::Object(snapshot)
+    }
+
+    /// Every object in the file store: `{key: "<size> <sha256>"}`.
+    async fn stored_objects(&self) -> Value {
+        let mut objects = serde_json::Map::new();
+        for key in self.files.list_keys("").await.expect("list stored objects") {
+            let (size, stream) = self.files.read(&key).await.expect("read stored object");
+            let chunks: Vec<_> = stream.try_collect().await.expect("read stored object");
+            let mut hash = Sha256::new();
+            chunks.iter().for_each(|chunk| hash.update(chunk));
+            let digest = hex::encode(hash.finalize());
+            objects.insert(key, Value::String(format!("{size} {digest}")));
+        }
+        Value::Object(objects)
+    }
+
+    /// Sends `head` (request line and headers, without the blank line that
+    /// ends them) and `body` byte for byte over a fresh connection, for what
+    /// an HTTP client would refuse or normalise: `..` path segments, `%2F`,
+    /// invalid UTF-8, hand-made chunked bodies. The server closes the
+    /// connection after its answer (`Connection: close`). The write side
+    /// stays open: the server drops a connection half-closed mid-request.
+    pub async fn send_raw(&self, head: &[u8], body: &[u8]) -> Response {
+        self.try_send_raw(head, body)
+            .await
+            .unwrap_or_else(|problem| panic!("{problem}"))
+    }
+
+    /// [`send_raw`](Self::send_raw), with a response that is not a JSON
+    /// HTTP response (or none at all) as an error.
+    pub async fn try_send_raw(&self, head: &[u8], body: &[u8]) -> Result<Response, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.address)
+            .await
+            .expect("connect");
+        let mut request = head.to_vec();
+        request.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        request.extend_from_slice(body);
+        stream.write_all(&request).await.expect("send request");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("read response");
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("not an HTTP response: {text:?}"))?;
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .ok_or_else(|| format!("no status in {head:?}"))?;
+        let body = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(body)
+                .map_err(|_| format!("response ({status}) is not JSON: {body}"))?
+        };
+        Ok(Response { status, body })
     }
 }
 

@@ -6,7 +6,7 @@ mod deployments;
 mod environments;
 mod instance_type_groups;
 mod projects;
-mod revisions;
+pub(crate) mod revisions;
 mod user;
 mod variables;
 mod versions;

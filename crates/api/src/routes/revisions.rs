@@ -318,13 +318,41 @@ struct UploadParts {
 #[schema(value_type = String, format = Binary)]
 struct ZipFile(#[allow(dead_code)] Vec<u8>);
 
-/// What the multipart body asked for besides (or instead of) a file.
-#[derive(Default)]
-struct UploadForm {
-    file: Option<NewRevision>,
-    source_deployment: Option<String>,
-    source_version: Option<String>,
-    template_deployment_id: Option<String>,
+/// What the multipart body asked for besides (or instead of) a file; `F` is
+/// what became of the `file` part (a stored [`NewRevision`] when serving).
+pub(crate) struct UploadForm<F> {
+    pub(crate) file: Option<F>,
+    pub(crate) source_deployment: Option<String>,
+    pub(crate) source_version: Option<String>,
+    pub(crate) template_deployment_id: Option<String>,
+}
+
+impl<F> Default for UploadForm<F> {
+    fn default() -> Self {
+        UploadForm {
+            file: None,
+            source_deployment: None,
+            source_version: None,
+            template_deployment_id: None,
+        }
+    }
+}
+
+/// Where [`read_form`] streams the `file` part. Parsing is kept apart from
+/// storing so that the parser can be fuzzed without a server (`fuzz/`).
+pub(crate) trait FileSink {
+    type Stored;
+    async fn store(&self, field: Field<'_>) -> ApiResult<Self::Stored>;
+}
+
+/// Streams the file part to object storage.
+struct ObjectStoreSink<'a>(&'a AppState);
+
+impl FileSink for ObjectStoreSink<'_> {
+    type Stored = NewRevision;
+    async fn store(&self, field: Field<'_>) -> ApiResult<NewRevision> {
+        stream_file(self.0, field).await
+    }
 }
 
 /// Uploads a deployment file (or copies one) as a new revision and queues its build.
@@ -356,7 +384,7 @@ async fn upload(
              `source_deployment` and `source_version`, or `template_deployment_id`",
         )
     })?;
-    let form = read_form(&state, multipart).await;
+    let form = read_form(multipart, state.max_upload_bytes, &ObjectStoreSink(&state)).await;
     let form = match form {
         Ok(form) => form,
         Err((error, stored)) => {
@@ -395,9 +423,16 @@ async fn upload(
     }
 }
 
-type FormError = (ApiError, Option<NewRevision>);
+/// An error, and the file already stored that must now be discarded.
+type FormError<F = NewRevision> = (ApiError, Option<F>);
 
-async fn read_form(state: &AppState, mut multipart: Multipart) -> Result<UploadForm, FormError> {
+/// Reads the parts of an upload form, handing the `file` part to `sink`.
+/// `limit` is the upload limit, for the 413 message.
+pub(crate) async fn read_form<S: FileSink>(
+    mut multipart: Multipart,
+    limit: u64,
+    sink: &S,
+) -> Result<UploadForm<S::Stored>, FormError<S::Stored>> {
     let mut form = UploadForm::default();
     loop {
         let field = match multipart.next_field().await {
@@ -405,7 +440,7 @@ async fn read_form(state: &AppState, mut multipart: Multipart) -> Result<UploadF
             Ok(None) => return Ok(form),
             // A multipart body without any part (what 4.x sends with no file).
             Err(_) if form.is_empty() => return Err((no_source(), None)),
-            Err(error) => return Err((multipart_error(error, state.max_upload_bytes), form.file)),
+            Err(error) => return Err((multipart_error(error, limit), form.file)),
         };
         let name = field.name().unwrap_or_default().to_owned();
         let text_slot = match name.as_str() {
@@ -416,7 +451,7 @@ async fn read_form(state: &AppState, mut multipart: Multipart) -> Result<UploadF
                 ));
             }
             "file" => {
-                form.file = Some(stream_file(state, field).await.map_err(|e| (e, None))?);
+                form.file = Some(sink.store(field).await.map_err(|e| (e, None))?);
                 continue;
             }
             "source_deployment" => &mut form.source_deployment,
@@ -440,12 +475,12 @@ async fn read_form(state: &AppState, mut multipart: Multipart) -> Result<UploadF
                     form.file,
                 ))
             }
-            Err(error) => return Err((multipart_error(error, state.max_upload_bytes), form.file)),
+            Err(error) => return Err((multipart_error(error, limit), form.file)),
         }
     }
 }
 
-impl UploadForm {
+impl<F> UploadForm<F> {
     fn is_empty(&self) -> bool {
         self.file.is_none()
             && self.source_deployment.is_none()
@@ -460,11 +495,9 @@ fn no_source() -> ApiError {
     )
 }
 
-/// Streams the `file` part to object storage as it arrives. Refuses a body
-/// that does not start like a zip before anything is stored.
-async fn stream_file(state: &AppState, mut field: Field<'_>) -> ApiResult<NewRevision> {
-    let file_name = download_name(field.file_name());
-    let limit = state.max_upload_bytes;
+/// The first bytes of the `file` part, once they show the zip signature: a
+/// body that does not start like a zip is refused before anything is stored.
+pub(crate) async fn read_zip_head(field: &mut Field<'_>, limit: u64) -> ApiResult<Vec<u8>> {
     // The first chunk may be shorter than the signature: gather four bytes.
     let mut head = Vec::new();
     while head.len() < ZIP_SIGNATURE.len() {
@@ -478,6 +511,14 @@ async fn stream_file(state: &AppState, mut field: Field<'_>) -> ApiResult<NewRev
             "The deployment file must be a zip archive (it does not start with the zip signature PK\\x03\\x04)",
         ));
     }
+    Ok(head)
+}
+
+/// Streams the `file` part to object storage as it arrives.
+async fn stream_file(state: &AppState, mut field: Field<'_>) -> ApiResult<NewRevision> {
+    let file_name = download_name(field.file_name());
+    let limit = state.max_upload_bytes;
+    let head = read_zip_head(&mut field, limit).await?;
     let id = Uuid::new_v4();
     let key = FileStore::revision_key(id);
     state
@@ -540,7 +581,7 @@ async fn resolve_source(
     state: &AppState,
     principal: &Principal,
     path: &VersionPath,
-    form: UploadForm,
+    form: UploadForm<NewRevision>,
 ) -> Result<(NewRevision, Trigger), FormError> {
     let has_copy = form.source_deployment.is_some() || form.source_version.is_some();
     let has_template = form.template_deployment_id.is_some();
@@ -634,17 +675,22 @@ async fn discard(state: &AppState, key: &str) {
     }
 }
 
-fn too_large(limit: u64) -> ApiError {
+pub(crate) fn too_large(limit: u64) -> ApiError {
+    const MIB: u64 = 1024 * 1024;
+    // Whole MiB as configured (UBIOPS_MAX_UPLOAD_MB); exact bytes otherwise,
+    // rather than a misleading "0 MiB".
+    let shown = if limit >= MIB && limit % MIB == 0 {
+        format!("{} MiB", limit / MIB)
+    } else {
+        format!("{limit} bytes")
+    };
     ApiError::Client(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!(
-            "The deployment file is larger than the limit of {} MiB",
-            limit / (1024 * 1024)
-        ),
+        format!("The deployment file is larger than the limit of {shown}"),
     )
 }
 
-fn multipart_error(error: MultipartError, limit: u64) -> ApiError {
+pub(crate) fn multipart_error(error: MultipartError, limit: u64) -> ApiError {
     if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return too_large(limit);
     }
@@ -656,7 +702,7 @@ fn multipart_error(error: MultipartError, limit: u64) -> ApiError {
 
 /// The name a download is offered under: the uploaded name without any path,
 /// spaces or quotes (the clients read it with `filename=['"]?([^'"\s]+)`).
-fn download_name(uploaded: Option<&str>) -> String {
+pub(crate) fn download_name(uploaded: Option<&str>) -> String {
     let base = uploaded
         .and_then(|name| name.rsplit(['/', '\\']).next())
         .unwrap_or_default();
