@@ -10,12 +10,8 @@ finds a problem or the server log shows a panic.
 import io
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -24,6 +20,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from local_server import LocalServer, ServerDidNotStart  # noqa: E402
+
 # Enough to run every operation through the examples, coverage and fuzzing
 # phases in one to two minutes on two cores; override with OPENAPI_MAX_EXAMPLES.
 MAX_EXAMPLES = os.environ.get("OPENAPI_MAX_EXAMPLES", "50")
@@ -52,12 +51,6 @@ class Deployment:
     def request(self, data):
         return data
 """
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Api:
@@ -120,57 +113,18 @@ def seed(api):
     }
 
 
-def wait_until_up(process, url, log_path):
-    deadline = time.monotonic() + 120
-    while True:
-        if process.poll() is not None:
-            sys.exit(f"the server exited with {process.returncode}; see {log_path}")
-        try:
-            with urllib.request.urlopen(f"{url}/status", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            sys.exit(f"the server did not answer /status within 120 s; see {log_path}")
-        time.sleep(0.2)
-
-
 def main():
     started = time.monotonic()
-    binary = Path(os.environ.get("UBIOPS_SERVER_BIN") or REPO / "target/release/ubiops-server")
-    if not binary.is_file():
-        sys.exit(f"no server binary at {binary}: run `cargo build --release -p ubiops-server`")
-    # Outside /root and enterable by the `postgres` user the embedded cluster runs as.
-    data_dir = Path(tempfile.mkdtemp(prefix="ubiops-openapi-", dir="/tmp"))
-    data_dir.chmod(0o755)
-    log_dir = REPO / "target/openapi-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / "server.log"
-    port = free_port()
-    token = os.urandom(20).hex()
-    env = {
-        **os.environ,
-        "UBIOPS_DATA_DIR": str(data_dir),
-        "UBIOPS_LISTEN": f"127.0.0.1:{port}",
-        "UBIOPS_BOOTSTRAP_TOKEN": token,
-        "UBIOPS_LOG_FORMAT": "text",
-    }
-    for inherited in ("DATABASE_URL", "UBIOPS_STORAGE_URL", "UBIOPS_SECRET_KEY"):
-        env.pop(inherited, None)
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen([str(binary)], env=env, stdout=log, stderr=log)
-        try:
-            wait_until_up(server, url, log_path)
-            seeded = seed(Api(f"{url}/v2.1", token))
+    try:
+        with LocalServer("openapi") as server:
+            seeded = seed(Api(server.api, server.token))
             command = [
                 str(Path(sys.executable).parent / "schemathesis"),
                 "--no-color",
                 "--config-file", str(HERE / "schemathesis.toml"),
-                "run", f"{url}/v2.1/openapi.json",
-                "--url", f"{url}/v2.1",
-                "--header", f"Authorization: Token {token}",
+                "run", f"{server.api}/openapi.json",
+                "--url", server.api,
+                "--header", f"Authorization: Token {server.token}",
                 "--max-examples", MAX_EXAMPLES,
                 "--seed", SEED,
                 "--checks", ",".join(CHECKS),
@@ -184,15 +138,10 @@ def main():
                               ["--include-name-regex", DESTRUCTIVE]):
                 print(f"--- schemathesis {' '.join(selection)}", flush=True)
                 status |= subprocess.call(command + selection, env={**os.environ, **seeded},
-                                          cwd=log_dir)  # its cache goes there
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-            shutil.rmtree(data_dir, ignore_errors=True)
+                                          cwd=server.log_path.parent)  # its cache goes there
+    except ServerDidNotStart as error:
+        sys.exit(str(error))
+    log_path = server.log_path
     panics = [line for line in open(log_path) if "panicked" in line]
     if panics:
         print(f"the server log has {len(panics)} panic(s), e.g.: {panics[0].strip()}")
