@@ -679,7 +679,7 @@ pub(crate) fn too_large(limit: u64) -> ApiError {
     const MIB: u64 = 1024 * 1024;
     // Whole MiB as configured (UBIOPS_MAX_UPLOAD_MB); exact bytes otherwise,
     // rather than a misleading "0 MiB".
-    let shown = if limit >= MIB && limit % MIB == 0 {
+    let shown = if limit >= MIB && limit.is_multiple_of(MIB) {
         format!("{} MiB", limit / MIB)
     } else {
         format!("{limit} bytes")
