@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::multipart::{Form, Part};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use ubiops_test_support::{Response, TestApp, TestOptions};
+use ubiops_test_support::{wait_for, Response, TestApp, TestOptions};
 
 const VERSION: &str = "/projects/p/deployments/d/versions/v1";
 
@@ -85,23 +85,20 @@ async fn copy_from_v1(app: &TestApp, version: &str) -> Response {
 /// Polls a build until it has finished; panics after 30 s.
 pub async fn wait_for_build(app: &TestApp, version: &str, build: &Value) -> Value {
     let path = format!("{version}/builds/{}", build.as_str().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = app.get(&path).await;
-        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
-        if matches!(
-            response.body["status"].as_str(),
-            Some("success" | "failed" | "cancelled")
-        ) {
-            return response.body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "build did not finish: {}",
-            response.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        &format!("{path} to finish"),
+        Duration::from_secs(30),
+        || async {
+            let response = app.get(&path).await;
+            assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+            matches!(
+                response.body["status"].as_str(),
+                Some("success" | "failed" | "cancelled")
+            )
+            .then_some(response.body)
+        },
+    )
+    .await
 }
 
 pub async fn upload_and_build(app: &TestApp, version: &str, bytes: Vec<u8>) -> (Value, Value) {

@@ -11,25 +11,10 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use ubiops_embedded_postgres::{make_traversable, ClusterConfig, EmbeddedPostgres};
+use ubiops_test_support::wait_for;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ubiops-server");
 pub const TOKEN: &str = "fault-test-admin-token-0123456789";
-
-/// Polls `check` until it returns `Some`, or fails with `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A durable PostgreSQL cluster that the test can stop and start again; its
 /// URL (a private Unix socket) stays the same across restarts.

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 use crate::builds::{deployment_zip, zip_of, DEPLOYMENT_PY};
-use harness::{assert_unavailable, wait_for, Rig, Server, TOKEN};
+use harness::{assert_unavailable, Rig, Server, TOKEN};
+use ubiops_test_support::wait_for;
 
 const SHORT_LEASES: [(&str, &str); 2] = [
     ("UBIOPS_UPLOAD_LEASE_SECONDS", "3"),

@@ -12,7 +12,9 @@
 mod app;
 mod postgres;
 mod s3;
+mod wait;
 
 pub use app::{Response, TestApp, TestOptions, TestWorker};
 pub use postgres::{fresh_database, TestDatabase};
 pub use s3::{s3_bucket, s3_file_store, s3_store_at};
+pub use wait::wait_for;
