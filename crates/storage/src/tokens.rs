@@ -77,13 +77,6 @@ impl Store {
             .await?;
         Ok(())
     }
-
-    pub async fn count_tokens(&self) -> Result<i64> {
-        let count = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM api_tokens"#)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(count)
-    }
 }
 
 impl Store {
