@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod builds;
 mod cli;
+mod connections;
 mod deployments;
 mod faults;
 mod newer_clients;

@@ -69,7 +69,7 @@ impl Store {
             query.limit,
             query.offset,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         Ok(events)
     }

@@ -4,6 +4,7 @@
 //! is still this worker's and not cancelled, so a build is published at most
 //! once and a cancelled one never.
 
+use sqlx::Connection as _;
 use ubiops_domain::audit::AuditAction;
 use uuid::Uuid;
 
@@ -85,7 +86,7 @@ impl Store {
             lease_seconds,
             max_attempts,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?;
         Ok(claimed)
     }
@@ -95,7 +96,8 @@ impl Store {
     pub async fn fail_exhausted_builds(&self, max_attempts: i32) -> Result<u64> {
         let mut failed = 0;
         loop {
-            let mut tx = self.pool.begin().await?;
+            let mut conn = self.connection().await?;
+            let mut tx = conn.begin().await?;
             let Some(row) = sqlx::query!(
                 r#"SELECT b.id, b.version_id, b.attempts, v.name AS version_name,
                           d.project_id, d.id AS deployment_id, d.name AS deployment_name
@@ -163,7 +165,7 @@ impl Store {
             worker_id,
             lease_seconds,
         )
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(renewed.rows_affected() == 1)
     }
@@ -176,7 +178,7 @@ impl Store {
             id,
             worker_id,
         )
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(moved.rows_affected() == 1)
     }
@@ -190,7 +192,8 @@ impl Store {
         worker_id: &str,
         outcome: &BuildOutcome,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         let ours = sqlx::query_scalar!(
             "SELECT id FROM builds
              WHERE id = $1 AND worker_id = $2 AND status IN ('building', 'validating')
@@ -266,7 +269,7 @@ impl Store {
         let keys = sqlx::query_scalar!(
             "SELECT object_key FROM pending_uploads WHERE lease_expires_at < now() LIMIT 100"
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         Ok(keys)
     }
@@ -276,7 +279,7 @@ impl Store {
         let keys = sqlx::query_scalar!(
             "SELECT object_key FROM object_deletions ORDER BY queued_at LIMIT 100"
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         Ok(keys)
     }
@@ -286,7 +289,7 @@ impl Store {
             "DELETE FROM object_deletions WHERE object_key = $1",
             object_key
         )
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(())
     }
@@ -312,7 +315,7 @@ impl Store {
             id,
             worker_id,
         )
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(())
     }

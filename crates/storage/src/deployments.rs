@@ -1,5 +1,6 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
+use sqlx::Connection as _;
 use sqlx::PgConnection;
 use ubiops_domain::audit::{AuditAction, ObjectType};
 use ubiops_domain::deployment::{DeploymentChanges, Field, IoType, NewDeployment};
@@ -158,7 +159,7 @@ impl Store {
             format!("Created deployment {}", new.name),
             ObjectType::Deployment.as_str(),
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await
         .map_err(|e| on_unique_violation(e, || duplicate_deployment(&new.name)))?
         .ok_or_else(|| project_not_found(project_name))?;
@@ -197,7 +198,7 @@ impl Store {
             project_name,
             name,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?;
         match row {
             Some(row) => row.try_into(),
@@ -206,7 +207,7 @@ impl Store {
     }
 
     pub async fn get_deployment(&self, project_id: Uuid, name: &str) -> Result<Deployment> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.connection().await?;
         fetch_deployment(&mut conn, project_id, name).await
     }
 
@@ -240,7 +241,7 @@ impl Store {
             keys.as_deref(),
             values.as_deref(),
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         if rows.is_empty() {
             self.get_project(project_name).await?;
@@ -257,7 +258,8 @@ impl Store {
         changes: &DeploymentChanges,
         actor: &Actor,
     ) -> Result<Deployment> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         let id = sqlx::query_scalar!(
             "SELECT id FROM deployments WHERE project_id = $1 AND name = $2 FOR UPDATE",
             project_id,
@@ -355,7 +357,7 @@ impl Store {
             format!("Deleted deployment {name}"),
             ObjectType::Deployment.as_str(),
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?;
         match deleted {
             Some(_) => Ok(()),
@@ -373,7 +375,7 @@ impl Store {
             project_name,
             name,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?
         .ok_or_else(|| project_not_found(project_name))?;
         let id = found

@@ -18,6 +18,9 @@ pub enum StorageError {
 
 impl From<sqlx::Error> for StorageError {
     fn from(error: sqlx::Error) -> Self {
+        if may_break_connection(&error) {
+            crate::connections::note_connection_trouble();
+        }
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StorageError::Unavailable(error)
@@ -39,6 +42,19 @@ impl From<sqlx::Error> for StorageError {
             }
             other => StorageError::Database(other),
         }
+    }
+}
+
+/// Whether the connection that reported this may no longer be usable: the
+/// pool checks connections again after any of these (`connections.rs`).
+fn may_break_connection(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unavailable_sqlstate(&code)),
+        _ => false,
     }
 }
 

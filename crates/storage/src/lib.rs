@@ -4,6 +4,7 @@
 
 mod audit;
 mod builds;
+pub mod connections;
 mod deployments;
 mod error;
 mod projects;
@@ -17,6 +18,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
+use connections::{Connections, Lease};
+
 pub use audit::{AuditEvent, NewAuditEvent};
 pub use builds::{BuildOutcome, ClaimedBuild, SERVICE_ACTOR};
 pub use deployments::Deployment;
@@ -28,6 +31,9 @@ pub use revisions::{
 pub use tokens::TokenRecord;
 pub use variables::{Variable, VariableScope};
 pub use versions::{DeploymentRef, ResolvedVersion, Version};
+
+/// The auxiliary pool's size: one `LISTEN`, a migration, a test's reads.
+pub const AUXILIARY_CONNECTIONS: u32 = 4;
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -41,27 +47,39 @@ pub struct Actor {
 }
 
 /// Handle to the database; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
+    /// What requests and the worker run their SQL on.
+    connections: Connections,
+    /// A small sqlx pool for what needs one: migrations, `LISTEN`, and tests
+    /// reading the database directly. Opens connections only when used.
     pool: PgPool,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
 impl Store {
-    /// Connects a pool. A short acquire timeout makes a database outage a quick
-    /// 503 instead of requests piling up.
+    /// Connects: `max_connections` for requests and the worker, plus up to
+    /// [`AUXILIARY_CONNECTIONS`] for migrations, `LISTEN` and tests.
     pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<Self> {
+        let connections = Connections::connect(options.clone(), max_connections).await?;
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(AUXILIARY_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
-        Ok(Self { pool })
+            .connect_lazy_with(options);
+        Ok(Self { connections, pool })
     }
 
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+    /// A connection for one request's SQL.
+    async fn connection(&self) -> Result<Lease> {
+        self.connections.get().await
     }
 
+    /// A sqlx pool on the same database, for `LISTEN` and direct reads.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -74,6 +92,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.connections.close();
         self.pool.close().await;
     }
 }

@@ -1,4 +1,5 @@
 use chrono::{DateTime, Utc};
+use sqlx::Connection as _;
 use uuid::Uuid;
 
 use crate::error::on_unique_violation;
@@ -22,7 +23,7 @@ impl Store {
             name,
             organization_name,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.connection().await?)
         .await
         .map_err(|e| on_unique_violation(e, || format!("A project named '{name}' already exists")))
     }
@@ -36,7 +37,7 @@ impl Store {
              ORDER BY name",
             scope,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         Ok(projects)
     }
@@ -47,14 +48,15 @@ impl Store {
             "SELECT id, name, organization_name, creation_date FROM projects WHERE name = $1",
             name,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?
         .ok_or_else(|| project_not_found(name))
     }
 
     /// Deletes a project and, by cascade, everything in it.
     pub async fn delete_project(&self, name: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query!(
             "INSERT INTO object_deletions (object_key)
              SELECT r.object_key FROM revisions r

@@ -3,6 +3,7 @@
 //! `builds.rs`.
 
 use chrono::{DateTime, Utc};
+use sqlx::Connection as _;
 use sqlx::PgConnection;
 use ubiops_domain::audit::AuditAction;
 use uuid::Uuid;
@@ -158,7 +159,7 @@ impl Store {
             object_key,
             lease_seconds,
         )
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(())
     }
@@ -170,7 +171,7 @@ impl Store {
             object_key,
             lease_seconds,
         )
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(())
     }
@@ -181,7 +182,7 @@ impl Store {
             "DELETE FROM pending_uploads WHERE object_key = $1",
             object_key
         )
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(())
     }
@@ -195,7 +196,8 @@ impl Store {
         trigger: Trigger,
         actor: &Actor,
     ) -> Result<(Revision, Build)> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         let revision = sqlx::query!(
             "INSERT INTO revisions (id, version_id, object_key, file_name, size_bytes, created_by)
              VALUES ($1, $2, $3, $4, $5, $6)
@@ -272,7 +274,8 @@ impl Store {
         revision_id: Uuid,
         actor: &Actor,
     ) -> Result<Build> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query_scalar!(
             "SELECT id FROM revisions WHERE id = $1 AND version_id = $2 FOR SHARE",
             revision_id,
@@ -309,7 +312,7 @@ impl Store {
             version.id,
             version.name,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         Ok(revisions)
     }
@@ -328,7 +331,7 @@ impl Store {
             id,
             version.name,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?
         .ok_or_else(revision_not_found)
     }
@@ -341,7 +344,7 @@ impl Store {
             revision_id,
             version_id,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?
         .ok_or_else(revision_not_found)
     }
@@ -355,7 +358,7 @@ impl Store {
             deployment_id,
             version,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?
         .ok_or_else(|| StorageError::NotFound(format!("Version '{version}' not found")))?;
         match (row.object_key, row.file_name) {
@@ -381,7 +384,7 @@ impl Store {
                WHERE d.id = $1"#,
             deployment_id,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?
         .ok_or_else(|| StorageError::NotFound("Template deployment not found".to_owned()))?;
         let file = match (row.object_key, row.file_name) {
@@ -402,7 +405,7 @@ impl Store {
                FROM builds WHERE version_id = $1 ORDER BY creation_date, id"#,
             version_id,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         Ok(builds)
     }
@@ -416,7 +419,7 @@ impl Store {
             version_id,
             id,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?
         .ok_or_else(build_not_found)
     }
@@ -429,7 +432,8 @@ impl Store {
         id: Uuid,
         actor: &Actor,
     ) -> Result<Build> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         let status = sqlx::query_scalar!(
             "SELECT status FROM builds WHERE id = $1 AND version_id = $2 FOR UPDATE",
             id,

@@ -1,3 +1,4 @@
+use sqlx::Connection as _;
 use ubiops_domain::token::TokenHash;
 use uuid::Uuid;
 
@@ -28,7 +29,7 @@ impl Store {
             email,
             project_scope,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.connection().await?)
         .await?;
         Ok(record)
     }
@@ -47,7 +48,7 @@ impl Store {
             hash.as_slice(),
             email,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.connection().await?)
         .await?;
         Ok(record)
     }
@@ -66,14 +67,14 @@ impl Store {
              WHERE token_hash = $1 AND revoked_at IS NULL",
             hash.as_slice(),
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?;
         Ok(record)
     }
 
     pub async fn revoke_token(&self, id: Uuid) -> Result<()> {
         sqlx::query!("UPDATE api_tokens SET revoked_at = now() WHERE id = $1", id)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(())
     }
@@ -84,7 +85,8 @@ impl Store {
     /// token. Returns false (and stores nothing) when any token exists. The
     /// advisory lock makes two servers starting together create only one.
     pub async fn insert_first_admin_token(&self, hash: &TokenHash, email: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('ubiops.first_admin_token'))")
             .execute(&mut *tx)
             .await?;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use sqlx::Connection as _;
 use sqlx::PgConnection;
 use ubiops_domain::audit::{AuditAction, ObjectType};
 use ubiops_domain::secrets::{Keyring, Sealed};
@@ -259,7 +260,7 @@ impl Store {
             deployment_name,
             version_name,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         // One row at least (with no variable) whenever the project exists.
         let Some(first) = rows.first() else {
@@ -296,7 +297,7 @@ impl Store {
 
     /// One of the scope's own variables (an inherited id is not found here).
     pub async fn get_variable(&self, scope: VariableScope<'_>, id: Uuid) -> Result<Variable> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.connection().await?;
         fetch_own(&mut conn, &scope, id).await
     }
 
@@ -308,7 +309,8 @@ impl Store {
         actor: &Actor,
     ) -> Result<Variable> {
         let stored = StoredValue::new(&variable.value, variable.secret, keyring);
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         let id = Uuid::new_v4();
         write_variable(
             &mut tx,
@@ -339,7 +341,8 @@ impl Store {
         keyring: &Keyring,
         actor: &Actor,
     ) -> Result<Variable> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         let current = sqlx::query!(
             "SELECT name, secret FROM environment_variables
              WHERE id = $1 AND project_id = $2
@@ -395,7 +398,8 @@ impl Store {
         id: Uuid,
         actor: &Actor,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         let name = sqlx::query_scalar!(
             "DELETE FROM environment_variables
              WHERE id = $1 AND project_id = $2
@@ -429,7 +433,8 @@ impl Store {
         keyring: &Keyring,
         actor: &Actor,
     ) -> Result<Vec<Variable>> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         let sources = sqlx::query!(
             "SELECT id, name, secret, value, sealed_value, key_id FROM environment_variables
              WHERE project_id = $1

@@ -1,5 +1,6 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
+use sqlx::Connection as _;
 use sqlx::PgConnection;
 use ubiops_domain::audit::AuditAction;
 use ubiops_domain::labels::{LabelFilter, Labels};
@@ -170,7 +171,8 @@ impl Store {
         settings: &VersionSettings,
         actor: &Actor,
     ) -> Result<Version> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         lock_deployment(&mut tx, deployment).await?;
         let id = Uuid::new_v4();
         sqlx::query!(
@@ -262,7 +264,7 @@ impl Store {
             keys.as_deref(),
             values.as_deref(),
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         rows.into_iter().map(Version::try_from).collect()
     }
@@ -277,7 +279,8 @@ impl Store {
         change: impl FnOnce(VersionSettings) -> Result<VersionSettings, ValidationError>,
         actor: &Actor,
     ) -> Result<Version> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         lock_deployment(&mut tx, deployment).await?;
         let current = fetch_version(&mut tx, deployment.id, name).await?;
         let settings =
@@ -347,7 +350,8 @@ impl Store {
         name: &str,
         actor: &Actor,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
         lock_deployment(&mut tx, deployment).await?;
         sqlx::query!(
             "INSERT INTO object_deletions (object_key)
@@ -396,7 +400,7 @@ impl Store {
             deployment_id,
             name,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?
         .ok_or_else(|| version_not_found(name))
     }
@@ -419,7 +423,7 @@ impl Store {
             deployment_name,
             name,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?
         .ok_or_else(|| project_not_found(project_name))?;
         let deployment_id = found
@@ -461,7 +465,7 @@ impl Store {
             deployment_name,
             name,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?;
         match row {
             Some(row) => row.try_into(),
