@@ -92,9 +92,9 @@ async fn fetch_deployment(
                d.output_fields AS "output_fields: Json<Vec<Field>>",
                d.labels AS "labels: Json<Labels>",
                d.creation_date, d.last_updated,
-               dv.name AS "default_version?",
+               d.default_version_name AS "default_version?",
                d.number_of_versions::int8 AS "number_of_versions!"
-           FROM deployments d LEFT JOIN versions dv ON dv.id = d.default_version_id
+           FROM deployments d
            WHERE d.project_id = $1 AND d.name = $2"#,
         project_id,
         name,
@@ -189,11 +189,11 @@ impl Store {
                    d.output_fields AS "output_fields: Json<Vec<Field>>",
                    d.labels AS "labels: Json<Labels>",
                    d.creation_date, d.last_updated,
-                   dv.name AS "default_version?",
+                   d.default_version_name AS "default_version?",
                    d.number_of_versions::int8 AS "number_of_versions!"
                FROM projects p
                JOIN deployments d ON d.project_id = p.id
-               LEFT JOIN versions dv ON dv.id = d.default_version_id
+              
                WHERE p.name = $1 AND d.name = $2"#,
             project_name,
             name,
@@ -227,11 +227,11 @@ impl Store {
                    d.output_fields AS "output_fields: Json<Vec<Field>>",
                    d.labels AS "labels: Json<Labels>",
                    d.creation_date, d.last_updated,
-                   dv.name AS "default_version?",
+                   d.default_version_name AS "default_version?",
                    d.number_of_versions::int8 AS "number_of_versions!"
                FROM projects p
                JOIN deployments d ON d.project_id = p.id
-               LEFT JOIN versions dv ON dv.id = d.default_version_id
+              
                WHERE p.name = $1
                  AND ($2::text[] IS NULL OR EXISTS (
                        SELECT 1 FROM unnest($2::text[], $3::text[]) AS f(key, value)
@@ -282,6 +282,7 @@ impl Store {
                    input_fields = COALESCE($6, input_fields),
                    output_fields = COALESCE($7, output_fields),
                    default_version_id = COALESCE($8, default_version_id),
+                   default_version_name = COALESCE($9, default_version_name),
                    last_updated = now()
                WHERE id = $1"#,
             id,
@@ -292,6 +293,7 @@ impl Store {
             changes.input_fields.as_ref().map(Json) as _,
             changes.output_fields.as_ref().map(Json) as _,
             default_version_id,
+            changes.default_version.as_deref(),
         )
         .execute(&mut *tx)
         .await

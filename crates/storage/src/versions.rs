@@ -209,10 +209,12 @@ impl Store {
         sqlx::query!(
             "UPDATE deployments SET
                  number_of_versions = number_of_versions + 1,
-                 default_version_id = CASE WHEN number_of_versions = 0 THEN $2 ELSE default_version_id END
+                 default_version_id = CASE WHEN number_of_versions = 0 THEN $2 ELSE default_version_id END,
+                 default_version_name = CASE WHEN number_of_versions = 0 THEN $3 ELSE default_version_name END
              WHERE id = $1",
             deployment.id,
             id,
+            settings.name,
         )
         .execute(&mut *tx)
         .await?;
