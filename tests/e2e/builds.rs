@@ -801,7 +801,10 @@ async fn interrupted_uploads_are_swept_when_their_lease_expires() {
     let key = ubiops_files::FileStore::revision_key(uuid::Uuid::new_v4());
     app.store.begin_upload(&key, 0.1).await.unwrap();
     let mut partial = app.files.start_upload(&key);
-    partial.write(b"PK\x03\x04partial").await.unwrap();
+    partial
+        .write(b"PK\x03\x04partial".as_slice().into())
+        .await
+        .unwrap();
     partial.finish().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _worker = app.start_worker(1);

@@ -536,7 +536,7 @@ async fn stream_file(state: &AppState, mut field: Field<'_>) -> ApiResult<NewRev
             if upload.bytes_written + bytes.len() as u64 > limit {
                 return Err(too_large(limit));
             }
-            upload.write(&bytes).await?;
+            upload.write(bytes).await?;
             if renewed.elapsed() > renew_every {
                 state
                     .store
