@@ -73,7 +73,12 @@ impl Upload {
     /// uploaded byte, BENCHMARKS.md).
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), FileError> {
         let length = chunk.len() as u64;
-        self.writer.put(chunk).await?;
+        // Any failure to store the part is the store's, as with every write
+        // here (never a missing file).
+        self.writer
+            .put(chunk)
+            .await
+            .map_err(FileError::Unavailable)?;
         self.bytes_written += length;
         Ok(())
     }

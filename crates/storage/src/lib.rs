@@ -33,7 +33,7 @@ pub use variables::{Variable, VariableScope};
 pub use versions::{DeploymentRef, ResolvedVersion, Version};
 
 /// The auxiliary pool's size: one `LISTEN`, a migration, a test's reads.
-pub const AUXILIARY_CONNECTIONS: u32 = 4;
+const AUXILIARY_CONNECTIONS: u32 = 4;
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -64,7 +64,7 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Connects: `max_connections` for requests and the worker, plus up to
-    /// [`AUXILIARY_CONNECTIONS`] for migrations, `LISTEN` and tests.
+    /// `AUXILIARY_CONNECTIONS` for migrations, `LISTEN` and tests.
     pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<Self> {
         let connections = Connections::connect(options.clone(), max_connections).await?;
         let pool = PgPoolOptions::new()
