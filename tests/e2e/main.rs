@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod bad_input;
+mod batching;
 mod builds;
 mod cli;
 mod connections;

@@ -9,7 +9,8 @@ use ubiops_domain::version::VersionStatus;
 use uuid::Uuid;
 
 use crate::audit::{deployment_event, record};
-use crate::error::{corrupt, on_unique_violation};
+use crate::batch::{Keyed, Lookup};
+use crate::error::{corrupt, on_unique_violation, refuse_nul};
 use crate::projects::project_not_found;
 use crate::versions::DeploymentRef;
 use crate::{Actor, Result, StorageError, Store};
@@ -32,7 +33,8 @@ pub struct Deployment {
 }
 
 /// A row as read; the io types are text in the database.
-struct DeploymentRow {
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeploymentRow {
     id: Uuid,
     project_id: Uuid,
     name: String,
@@ -69,6 +71,41 @@ impl TryFrom<DeploymentRow> for Deployment {
             default_version: row.default_version,
             number_of_versions: row.number_of_versions,
         })
+    }
+}
+
+/// Deployments by (project name, deployment name), for GET one deployment.
+pub(crate) struct DeploymentByNames;
+
+impl Lookup for DeploymentByNames {
+    type Key = (String, String);
+    type Row = DeploymentRow;
+
+    // Not `query_as!`: the macro cannot add the key index to the row type.
+    // `LIMIT 1` keeps each key an index lookup whatever the batch size.
+    async fn fetch(
+        conn: &mut PgConnection,
+        keys: &[Self::Key],
+    ) -> Result<Vec<Keyed<DeploymentRow>>> {
+        let (projects, deployments): (Vec<&str>, Vec<&str>) =
+            keys.iter().map(|(p, d)| (p.as_str(), d.as_str())).unzip();
+        Ok(sqlx::query_as(
+            r#"SELECT k.ord - 1 AS key_index, found.*
+               FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(project, deployment, ord)
+               CROSS JOIN LATERAL (
+                   SELECT d.id, d.project_id, d.name, d.description, d.input_type, d.output_type,
+                          d.input_fields, d.output_fields, d.labels, d.creation_date, d.last_updated,
+                          d.default_version_name AS default_version,
+                          d.number_of_versions::int8 AS number_of_versions
+                   FROM projects p
+                   JOIN deployments d ON d.project_id = p.id
+                   WHERE p.name = k.project AND d.name = k.deployment
+                   LIMIT 1) found"#,
+        )
+        .bind(projects)
+        .bind(deployments)
+        .fetch_all(conn)
+        .await?)
     }
 }
 
@@ -180,27 +217,16 @@ impl Store {
         })
     }
 
-    /// A deployment by project and deployment name: one query when it exists.
+    /// A deployment by project and deployment name: one query when it exists,
+    /// shared with other requests' lookups (`batch.rs`).
     pub async fn find_deployment(&self, project_name: &str, name: &str) -> Result<Deployment> {
-        let row = sqlx::query_as!(
-            DeploymentRow,
-            r#"SELECT d.id, d.project_id, d.name, d.description, d.input_type, d.output_type,
-                   d.input_fields AS "input_fields: Json<Vec<Field>>",
-                   d.output_fields AS "output_fields: Json<Vec<Field>>",
-                   d.labels AS "labels: Json<Labels>",
-                   d.creation_date, d.last_updated,
-                   d.default_version_name AS "default_version?",
-                   d.number_of_versions::int8 AS "number_of_versions!"
-               FROM projects p
-               JOIN deployments d ON d.project_id = p.id
-              
-               WHERE p.name = $1 AND d.name = $2"#,
-            project_name,
-            name,
-        )
-        .fetch_optional(&mut *self.connection().await?)
-        .await?;
-        match row {
+        refuse_nul(&[project_name, name])?;
+        let rows = self
+            .lookups
+            .deployment
+            .lookup((project_name.to_owned(), name.to_owned()))
+            .await?;
+        match rows.into_iter().next() {
             Some(row) => row.try_into(),
             None => Err(deployment_miss(self, project_name, name).await),
         }

@@ -36,13 +36,42 @@ impl From<sqlx::Error> for StorageError {
             sqlx::Error::Database(ref db)
                 if db.code().as_deref() == Some(CHARACTER_NOT_IN_REPERTOIRE) =>
             {
-                StorageError::Rejected(
-                    "Names and values must not contain NUL characters (\\0)".to_owned(),
-                )
+                nul_rejected()
             }
             other => StorageError::Database(other),
         }
     }
+}
+
+impl StorageError {
+    /// The same error for each of the lookups that shared a failed batched
+    /// query (`batch.rs`): sqlx errors cannot be cloned, so the copy keeps
+    /// the kind (and so the HTTP status) and the text.
+    pub(crate) fn shared_copy(&self) -> StorageError {
+        match self {
+            StorageError::NotFound(message) => StorageError::NotFound(message.clone()),
+            StorageError::Rejected(message) => StorageError::Rejected(message.clone()),
+            StorageError::Unavailable(error) => {
+                StorageError::Unavailable(sqlx::Error::Io(std::io::Error::other(error.to_string())))
+            }
+            StorageError::Database(error) => {
+                StorageError::Database(sqlx::Error::Protocol(error.to_string()))
+            }
+        }
+    }
+}
+
+fn nul_rejected() -> StorageError {
+    StorageError::Rejected("Names and values must not contain NUL characters (\\0)".to_owned())
+}
+
+/// Refuses names with NUL before they join a batched lookup, where
+/// PostgreSQL's refusal of one would fail the lookups of other requests too.
+pub(crate) fn refuse_nul(names: &[&str]) -> Result<(), StorageError> {
+    if names.iter().any(|name| name.contains('\0')) {
+        return Err(nul_rejected());
+    }
+    Ok(())
 }
 
 /// Whether the connection that reported this may no longer be usable: the

@@ -3,6 +3,7 @@
 //! one row (an object and its audit event, say) runs in one transaction.
 
 mod audit;
+mod batch;
 mod builds;
 pub mod connections;
 mod deployments;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
+use batch::Batcher;
 use connections::{Connections, Lease};
 
 pub use audit::{AuditEvent, NewAuditEvent};
@@ -54,6 +56,25 @@ pub struct Store {
     /// A small sqlx pool for what needs one: migrations, `LISTEN`, and tests
     /// reading the database directly. Opens connections only when used.
     pool: PgPool,
+    /// The reads GET requests make most, batched across requests.
+    lookups: Lookups,
+}
+
+#[derive(Clone)]
+struct Lookups {
+    deployment: Batcher<deployments::DeploymentByNames>,
+    version: Batcher<versions::VersionByNames>,
+    variables: Batcher<variables::VariablesOfScope>,
+}
+
+impl Lookups {
+    fn start(connections: &Connections) -> Self {
+        Self {
+            deployment: Batcher::start(connections.clone()),
+            version: Batcher::start(connections.clone()),
+            variables: Batcher::start(connections.clone()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -71,7 +92,12 @@ impl Store {
             .max_connections(AUXILIARY_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options);
-        Ok(Self { connections, pool })
+        let lookups = Lookups::start(&connections);
+        Ok(Self {
+            connections,
+            pool,
+            lookups,
+        })
     }
 
     /// A connection for one request's SQL.

@@ -12,8 +12,9 @@ use ubiops_domain::variable::{check_secret_change, NewVariable, ScopeLevel};
 use uuid::Uuid;
 
 use crate::audit::{deployment_event, record, NewAuditEvent};
+use crate::batch::{Keyed, Lookup};
 use crate::deployments::deployment_not_found;
-use crate::error::{corrupt, on_unique_violation};
+use crate::error::{corrupt, on_unique_violation, refuse_nul};
 use crate::projects::project_not_found;
 use crate::versions::version_not_found;
 use crate::versions::DeploymentRef;
@@ -151,6 +152,67 @@ impl StoredValue {
     }
 }
 
+/// A row of a scope's variable list: the ids its names resolved to, and one
+/// visible variable (none when the scope has no variable at all).
+#[derive(sqlx::FromRow)]
+pub(crate) struct ScopeVariableRow {
+    deployment_id: Option<Uuid>,
+    version_id: Option<Uuid>,
+    id: Option<Uuid>,
+    name: Option<String>,
+    secret: Option<bool>,
+    value: Option<String>,
+    depth: Option<i32>,
+}
+
+/// The variable lists of scopes named by (project, deployment?, version?).
+pub(crate) struct VariablesOfScope;
+
+impl Lookup for VariablesOfScope {
+    type Key = (String, Option<String>, Option<String>);
+    type Row = ScopeVariableRow;
+
+    // Not `query!`: the macro cannot add the key index to the row type.
+    // `LIMIT 1` and the lateral join keep each key the plan of one scope.
+    async fn fetch(
+        conn: &mut PgConnection,
+        keys: &[Self::Key],
+    ) -> Result<Vec<Keyed<ScopeVariableRow>>> {
+        let projects: Vec<&str> = keys.iter().map(|key| key.0.as_str()).collect();
+        let deployments: Vec<Option<&str>> = keys.iter().map(|key| key.1.as_deref()).collect();
+        let versions: Vec<Option<&str>> = keys.iter().map(|key| key.2.as_deref()).collect();
+        Ok(sqlx::query_as(
+            r#"SELECT k.ord - 1 AS key_index, found.*
+               FROM unnest($1::text[], $2::text[], $3::text[])
+                    WITH ORDINALITY AS k(project, deployment, version, ord)
+               CROSS JOIN LATERAL (
+                   SELECT scope.deployment_id, scope.version_id,
+                          own.id, own.name, own.secret, own.value, own.depth
+                   FROM (SELECT p.id AS project_id, d.id AS deployment_id, v.id AS version_id
+                         FROM projects p
+                         LEFT JOIN deployments d ON d.project_id = p.id AND d.name = k.deployment
+                         LEFT JOIN versions v ON v.deployment_id = d.id AND v.name = k.version
+                         WHERE p.name = k.project
+                         LIMIT 1) scope
+                   LEFT JOIN LATERAL (
+                       SELECT DISTINCT ON (ev.name) ev.id, ev.name, ev.secret, ev.value,
+                              CASE WHEN ev.version_id IS NOT NULL THEN 2
+                                   WHEN ev.deployment_id IS NOT NULL THEN 1 ELSE 0 END AS depth
+                       FROM environment_variables ev
+                       WHERE (ev.project_id = scope.project_id AND ev.deployment_id IS NULL)
+                          OR (ev.deployment_id = scope.deployment_id AND ev.version_id IS NULL)
+                          OR ev.version_id = scope.version_id
+                       ORDER BY ev.name, depth DESC) own ON true) found
+               ORDER BY k.ord, found.name"#,
+        )
+        .bind(projects)
+        .bind(deployments)
+        .bind(versions)
+        .fetch_all(conn)
+        .await?)
+    }
+}
+
 fn visible(id: Uuid, name: String, secret: bool, value: Option<String>) -> Variable {
     Variable {
         id,
@@ -228,40 +290,26 @@ impl Store {
     /// The variables of the scope a request path names (a project, or a
     /// deployment in it, or a version of that): the scope's own plus every
     /// inherited one that no more specific variable of the same name shadows,
-    /// ordered by name. One query resolves the names, tells which one is
-    /// missing, and reads each of the three levels through its own index.
+    /// ordered by name. One query (shared with other requests' lookups,
+    /// `batch.rs`) resolves the names, tells which one is missing, and reads
+    /// each of the three levels through its own index.
     pub async fn list_variables(
         &self,
         project_name: &str,
         deployment_name: Option<&str>,
         version_name: Option<&str>,
     ) -> Result<Vec<Variable>> {
-        let rows = sqlx::query!(
-            r#"WITH scope AS (
-                   SELECT p.id AS project_id, d.id AS deployment_id, v.id AS version_id
-                   FROM projects p
-                   LEFT JOIN deployments d ON d.project_id = p.id AND d.name = $2
-                   LEFT JOIN versions v ON v.deployment_id = d.id AND v.name = $3
-                   WHERE p.name = $1)
-               SELECT scope.deployment_id AS "deployment_id?", scope.version_id AS "version_id?",
-                      found.id AS "id?", found.name AS "name?", found.secret AS "secret?",
-                      found.value AS "value?", found.depth AS "depth?"
-               FROM scope LEFT JOIN LATERAL (
-                   SELECT DISTINCT ON (ev.name) ev.id, ev.name, ev.secret, ev.value,
-                          CASE WHEN ev.version_id IS NOT NULL THEN 2
-                               WHEN ev.deployment_id IS NOT NULL THEN 1 ELSE 0 END AS depth
-                   FROM environment_variables ev
-                   WHERE (ev.project_id = scope.project_id AND ev.deployment_id IS NULL)
-                      OR (ev.deployment_id = scope.deployment_id AND ev.version_id IS NULL)
-                      OR ev.version_id = scope.version_id
-                   ORDER BY ev.name, depth DESC) found ON true
-               ORDER BY found.name"#,
+        refuse_nul(&[
             project_name,
-            deployment_name,
-            version_name,
-        )
-        .fetch_all(&mut *self.connection().await?)
-        .await?;
+            deployment_name.unwrap_or_default(),
+            version_name.unwrap_or_default(),
+        ])?;
+        let key = (
+            project_name.to_owned(),
+            deployment_name.map(str::to_owned),
+            version_name.map(str::to_owned),
+        );
+        let rows = self.lookups.variables.lookup(key).await?;
         // One row at least (with no variable) whenever the project exists.
         let Some(first) = rows.first() else {
             return Err(project_not_found(project_name));

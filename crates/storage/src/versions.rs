@@ -9,8 +9,9 @@ use ubiops_domain::ValidationError;
 use uuid::Uuid;
 
 use crate::audit::{deployment_event as version_event, record};
+use crate::batch::{Keyed, Lookup};
 use crate::deployments::deployment_not_found;
-use crate::error::{corrupt, on_unique_violation};
+use crate::error::{corrupt, on_unique_violation, refuse_nul};
 use crate::projects::project_not_found;
 use crate::{Actor, Result, StorageError, Store};
 
@@ -40,7 +41,8 @@ pub struct DeploymentRef<'a> {
     pub name: &'a str,
 }
 
-struct VersionRow {
+#[derive(sqlx::FromRow)]
+pub(crate) struct VersionRow {
     id: Uuid,
     deployment_id: Uuid,
     name: String,
@@ -440,36 +442,20 @@ impl Store {
     }
 
     /// A version by project, deployment and version name: one query when it
-    /// exists.
+    /// exists, shared with other requests' lookups (`batch.rs`).
     pub async fn find_version(
         &self,
         project_name: &str,
         deployment_name: &str,
         name: &str,
     ) -> Result<Version> {
-        let row = sqlx::query_as!(
-            VersionRow,
-            r#"SELECT v.id, v.deployment_id, v.name, v.description, v.language, v.instance_type,
-                   v.memory_allocation, v.maximum_instances, v.minimum_instances, v.maximum_idle_time,
-                   v.labels AS "labels: Json<Labels>", v.monitoring, v.default_notification_group,
-                   v.request_retention_time, v.request_retention_mode, v.maximum_queue_size_express,
-                   v.maximum_queue_size_batch, v.static_ip, v.restart_request_interruption, v.status,
-                   v.active_revision_id, v.latest_build_id,
-                   (SELECT b.revision_id FROM builds b WHERE b.id = v.latest_build_id)
-                       AS "latest_revision_id?",
-                   v.last_file_upload, v.has_request_method,
-                   v.has_requests_method, v.creation_date, v.last_updated
-               FROM projects p
-               JOIN deployments d ON d.project_id = p.id
-               JOIN versions v ON v.deployment_id = d.id
-               WHERE p.name = $1 AND d.name = $2 AND v.name = $3"#,
-            project_name,
-            deployment_name,
-            name,
-        )
-        .fetch_optional(&mut *self.connection().await?)
-        .await?;
-        match row {
+        refuse_nul(&[project_name, deployment_name, name])?;
+        let key = (
+            project_name.to_owned(),
+            deployment_name.to_owned(),
+            name.to_owned(),
+        );
+        match self.lookups.version.lookup(key).await?.into_iter().next() {
             Some(row) => row.try_into(),
             // Which of the three is missing, for the error.
             None => match self
@@ -480,6 +466,50 @@ impl Store {
                 Err(error) => Err(error),
             },
         }
+    }
+}
+
+/// Versions by (project, deployment, version name), for GET one version.
+pub(crate) struct VersionByNames;
+
+impl Lookup for VersionByNames {
+    type Key = (String, String, String);
+    type Row = VersionRow;
+
+    // Not `query_as!`: the macro cannot add the key index to the row type.
+    // `LIMIT 1` keeps each key an index lookup whatever the batch size.
+    async fn fetch(conn: &mut PgConnection, keys: &[Self::Key]) -> Result<Vec<Keyed<VersionRow>>> {
+        let projects: Vec<&str> = keys.iter().map(|key| key.0.as_str()).collect();
+        let deployments: Vec<&str> = keys.iter().map(|key| key.1.as_str()).collect();
+        let versions: Vec<&str> = keys.iter().map(|key| key.2.as_str()).collect();
+        Ok(sqlx::query_as(
+            r#"SELECT k.ord - 1 AS key_index, found.*
+               FROM unnest($1::text[], $2::text[], $3::text[])
+                    WITH ORDINALITY AS k(project, deployment, version, ord)
+               CROSS JOIN LATERAL (
+                   SELECT v.id, v.deployment_id, v.name, v.description, v.language,
+                          v.instance_type, v.memory_allocation, v.maximum_instances,
+                          v.minimum_instances, v.maximum_idle_time, v.labels, v.monitoring,
+                          v.default_notification_group, v.request_retention_time,
+                          v.request_retention_mode, v.maximum_queue_size_express,
+                          v.maximum_queue_size_batch, v.static_ip,
+                          v.restart_request_interruption, v.status, v.active_revision_id,
+                          v.latest_build_id,
+                          (SELECT b.revision_id FROM builds b WHERE b.id = v.latest_build_id)
+                              AS latest_revision_id,
+                          v.last_file_upload, v.has_request_method, v.has_requests_method,
+                          v.creation_date, v.last_updated
+                   FROM projects p
+                   JOIN deployments d ON d.project_id = p.id
+                   JOIN versions v ON v.deployment_id = d.id
+                   WHERE p.name = k.project AND d.name = k.deployment AND v.name = k.version
+                   LIMIT 1) found"#,
+        )
+        .bind(projects)
+        .bind(deployments)
+        .bind(versions)
+        .fetch_all(conn)
+        .await?)
     }
 }
 
