@@ -78,19 +78,23 @@ impl Ask {
     }
 
     fn check(&self, response: &Response) {
-        let exists = |deployment: &str| deployment != "missing";
+        let path = self.path();
+        if path.contains("/deployments/missing") {
+            assert_eq!(
+                response.status,
+                StatusCode::NOT_FOUND,
+                "{path}: {}",
+                response.body
+            );
+            assert_eq!(response.error(), "Deployment 'missing' not found");
+            return;
+        }
+        assert_eq!(response.status, StatusCode::OK, "{path}: {}", response.body);
         match self {
             Ask::Deployment {
                 project,
                 deployment,
-            } if exists(deployment) => {
-                assert_eq!(
-                    response.status,
-                    StatusCode::OK,
-                    "{}: {}",
-                    self.path(),
-                    response.body
-                );
+            } => {
                 assert_eq!(response.body["name"], json!(deployment));
                 assert_eq!(response.body["project"], json!(project));
             }
@@ -98,14 +102,7 @@ impl Ask {
                 deployment,
                 version,
                 ..
-            } if exists(deployment) => {
-                assert_eq!(
-                    response.status,
-                    StatusCode::OK,
-                    "{}: {}",
-                    self.path(),
-                    response.body
-                );
+            } => {
                 assert_eq!(response.body["deployment"], json!(deployment));
                 assert_eq!(response.body["version"], json!(version));
             }
@@ -113,14 +110,7 @@ impl Ask {
                 project,
                 deployment,
                 version,
-            } if exists(deployment) => {
-                assert_eq!(
-                    response.status,
-                    StatusCode::OK,
-                    "{}: {}",
-                    self.path(),
-                    response.body
-                );
+            } => {
                 let owners: Vec<_> = response
                     .body
                     .as_array()
@@ -133,17 +123,7 @@ impl Ask {
                     Some("v2") => format!("{project}/{deployment}/v2"),
                     _ => format!("{project}/{deployment}"),
                 };
-                assert_eq!(owners, vec![expected], "{}", self.path());
-            }
-            _ => {
-                assert_eq!(
-                    response.status,
-                    StatusCode::NOT_FOUND,
-                    "{}: {}",
-                    self.path(),
-                    response.body
-                );
-                assert_eq!(response.error(), "Deployment 'missing' not found");
+                assert_eq!(owners, vec![expected], "{path}");
             }
         }
     }
