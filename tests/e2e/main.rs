@@ -11,6 +11,7 @@ mod cli;
 mod connections;
 mod deployments;
 mod faults;
+mod listing;
 mod newer_clients;
 mod openapi;
 mod projects;

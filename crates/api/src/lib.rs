@@ -7,6 +7,7 @@ mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
 mod openapi;
+mod rendered;
 mod routes;
 mod token_cache;
 
@@ -27,6 +28,7 @@ use ubiops_storage::Store;
 
 pub use auth::Principal;
 pub use error::ApiError;
+pub use rendered::{RenderedRows, DEFAULT_RENDERED_BYTES};
 pub use token_cache::{TokenCache, DEFAULT_TOKEN_CACHE_TTL};
 
 /// What every handler can reach.
@@ -49,6 +51,8 @@ pub struct AppState {
     pub upload_lease: Duration,
     /// Tokens verified recently (shared by every clone of the state).
     pub tokens: Arc<TokenCache>,
+    /// List items as rendered, by row version (shared by every clone).
+    pub rendered: Arc<RenderedRows>,
 }
 
 /// `UBIOPS_UPLOAD_LEASE_SECONDS` unset.

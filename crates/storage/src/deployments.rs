@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::audit::{deployment_event, record};
 use crate::batch::{Keyed, Lookup};
 use crate::error::{corrupt, on_unique_violation, refuse_nul};
+use crate::listing::{assemble, held, not_held, Listed, RowStamp, RowVersion, Stamped};
 use crate::projects::project_not_found;
 use crate::versions::DeploymentRef;
 use crate::{Actor, Result, StorageError, Store};
@@ -115,6 +116,68 @@ pub(crate) fn deployment_not_found(name: &str) -> StorageError {
 
 fn duplicate_deployment(name: &str) -> String {
     format!("A deployment named '{name}' already exists in this project")
+}
+
+/// A project's listing: ids and row versions, by name. The filter makes a
+/// second statement rather than an `$2 IS NULL OR ...` condition: PostgreSQL's
+/// generic plan for that ran the unfiltered listing at half the speed.
+async fn deployment_stamps(
+    conn: &mut PgConnection,
+    project_name: &str,
+    filter: Option<&LabelFilter>,
+) -> Result<Vec<RowStamp>> {
+    let Some(filter) = filter else {
+        return Ok(sqlx::query_as!(
+            RowStamp,
+            r#"SELECT d.id, d.xmin AS "version!: RowVersion"
+               FROM projects p JOIN deployments d ON d.project_id = p.id
+               WHERE p.name = $1
+               ORDER BY d.name"#,
+            project_name,
+        )
+        .fetch_all(conn)
+        .await?);
+    };
+    Ok(sqlx::query_as!(
+        RowStamp,
+        r#"SELECT d.id, d.xmin AS "version!: RowVersion"
+           FROM projects p JOIN deployments d ON d.project_id = p.id
+           WHERE p.name = $1 AND EXISTS (
+                 SELECT 1 FROM unnest($2::text[], $3::text[]) AS f(key, value)
+                 WHERE d.labels ->> f.key = f.value)
+           ORDER BY d.name"#,
+        project_name,
+        &filter.keys(),
+        &filter.values(),
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+// Not `query_as!`: the macro cannot add the row version to the row type.
+async fn deployments_by_id(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Stamped<Deployment>>> {
+    let rows: Vec<Stamped<DeploymentRow>> = sqlx::query_as(
+        r#"SELECT d.xmin AS row_version, d.id, d.project_id, d.name, d.description,
+                  d.input_type, d.output_type, d.input_fields, d.output_fields, d.labels,
+                  d.creation_date, d.last_updated, d.default_version_name AS default_version,
+                  d.number_of_versions::int8 AS number_of_versions
+           FROM deployments d
+           WHERE d.id = ANY($1)"#,
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|Stamped { stamp, row }| {
+            Ok(Stamped {
+                stamp,
+                row: row.try_into()?,
+            })
+        })
+        .collect()
 }
 
 async fn fetch_deployment(
@@ -238,41 +301,38 @@ impl Store {
     }
 
     /// A project's deployments by name; with a filter, only those having at
-    /// least one of its label pairs. One query; an empty list also checks
-    /// that the project exists.
-    pub async fn list_deployments(
+    /// least one of its label pairs. Rows for which `known` returns something
+    /// (what the caller kept of that row version) come back as that instead
+    /// of being read. An empty list also checks that the project exists.
+    ///
+    /// One query for ids and versions when every row is known; otherwise the
+    /// listing is taken again and the unknown rows read in one read-only
+    /// snapshot, so the answer is always one state of the project.
+    pub async fn list_deployments<C>(
         &self,
         project_name: &str,
         filter: Option<&LabelFilter>,
-    ) -> Result<Vec<Deployment>> {
-        let (keys, values) = LabelFilter::as_arrays(filter);
-        let rows = sqlx::query_as!(
-            DeploymentRow,
-            r#"SELECT d.id, d.project_id, d.name, d.description, d.input_type, d.output_type,
-                   d.input_fields AS "input_fields: Json<Vec<Field>>",
-                   d.output_fields AS "output_fields: Json<Vec<Field>>",
-                   d.labels AS "labels: Json<Labels>",
-                   d.creation_date, d.last_updated,
-                   d.default_version_name AS "default_version?",
-                   d.number_of_versions::int8 AS "number_of_versions!"
-               FROM projects p
-               JOIN deployments d ON d.project_id = p.id
-              
-               WHERE p.name = $1
-                 AND ($2::text[] IS NULL OR EXISTS (
-                       SELECT 1 FROM unnest($2::text[], $3::text[]) AS f(key, value)
-                       WHERE d.labels ->> f.key = f.value))
-               ORDER BY d.name"#,
-            project_name,
-            keys.as_deref(),
-            values.as_deref(),
-        )
-        .fetch_all(&mut *self.connection().await?)
-        .await?;
-        if rows.is_empty() {
+        known: impl Fn(&RowStamp) -> Option<C>,
+    ) -> Result<Vec<Listed<Deployment, C>>> {
+        let mut conn = self.connection().await?;
+        let mut stamps = deployment_stamps(&mut conn, project_name, filter).await?;
+        if stamps.is_empty() {
+            drop(conn);
             self.get_project(project_name).await?;
+            return Ok(Vec::new());
         }
-        rows.into_iter().map(Deployment::try_from).collect()
+        let mut kept = held(&stamps, &known);
+        let mut read = Vec::new();
+        if kept.iter().any(Option::is_none) {
+            let mut tx = conn
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?;
+            stamps = deployment_stamps(&mut tx, project_name, filter).await?;
+            kept = held(&stamps, &known);
+            read = deployments_by_id(&mut tx, &not_held(&stamps, &kept)).await?;
+            tx.commit().await?;
+        }
+        assemble(stamps, kept, read)
     }
 
     /// Applies validated changes under a row lock, with its audit event, in one

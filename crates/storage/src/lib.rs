@@ -8,6 +8,7 @@ mod builds;
 pub mod connections;
 mod deployments;
 mod error;
+mod listing;
 mod projects;
 mod revisions;
 mod tokens;
@@ -26,6 +27,7 @@ pub use audit::{AuditEvent, NewAuditEvent};
 pub use builds::{BuildOutcome, ClaimedBuild, SERVICE_ACTOR};
 pub use deployments::Deployment;
 pub use error::StorageError;
+pub use listing::{Listed, RowStamp, RowVersion};
 pub use projects::Project;
 pub use revisions::{
     Build, NewRevision, Revision, StoredFile, Trigger, VersionRef, BUILDS_CHANNEL,

@@ -17,6 +17,7 @@ use super::{authorized_project, ListQuery};
 use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, PathParams, QueryParams};
+use crate::rendered::JsonArray;
 use crate::AppState;
 
 const TAG: &str = "Deployments";
@@ -76,19 +77,18 @@ async fn list(
     Extension(principal): Extension<Principal>,
     PathParams(project_name): PathParams<String>,
     QueryParams(query): QueryParams<ListQuery>,
-) -> ApiResult<Json<Vec<DeploymentResponse>>> {
+) -> ApiResult<JsonArray> {
     let filter = LabelFilter::parse_optional(query.labels.as_deref())?;
     principal.authorize(&project_name)?;
-    let deployments = state
+    let listed = state
         .store
-        .list_deployments(&project_name, filter.as_ref())
+        .list_deployments(&project_name, filter.as_ref(), |stamp| {
+            state.rendered.get(stamp)
+        })
         .await?;
-    Ok(Json(
-        deployments
-            .into_iter()
-            .map(|d| DeploymentResponse::new(&project_name, d))
-            .collect(),
-    ))
+    state
+        .rendered
+        .json_array(listed, |d| DeploymentResponse::new(&project_name, d))
 }
 
 #[utoipa::path(post, path = "/projects/{project_name}/deployments", operation_id = "deployments_create",

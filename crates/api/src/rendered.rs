@@ -1,0 +1,102 @@
+//! List items kept as the JSON they were rendered to, by row version, so that
+//! a list whose rows have not changed is answered from memory after one
+//! query for ids and versions (`Store::list_deployments`).
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+use serde::Serialize;
+use ubiops_storage::{Listed, RowStamp};
+
+use crate::error::{ApiError, ApiResult};
+
+/// How much rendered JSON is kept: about 30,000 deployments of typical size.
+pub const DEFAULT_RENDERED_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Rendered list items. Nothing is ever invalidated: a changed row has a new
+/// version, so its old rendering is simply no longer asked for and is evicted
+/// in time. What a rendering shows beyond the row (the project's name) never
+/// changes for that row.
+pub struct RenderedRows {
+    items: Cache<RowStamp, Bytes, ByLength>,
+}
+
+#[derive(Clone)]
+struct ByLength;
+
+impl Weighter<RowStamp, Bytes> for ByLength {
+    fn weight(&self, _: &RowStamp, rendered: &Bytes) -> u64 {
+        rendered.len() as u64
+    }
+}
+
+/// Rendered deployments are about 500 bytes; the estimate only sizes tables.
+const TYPICAL_ITEM_BYTES: u64 = 512;
+
+impl RenderedRows {
+    pub fn new(capacity_bytes: u64) -> Self {
+        let estimated_items = (capacity_bytes / TYPICAL_ITEM_BYTES).max(1);
+        RenderedRows {
+            items: Cache::with_weighter(
+                usize::try_from(estimated_items).unwrap_or(usize::MAX),
+                capacity_bytes,
+                ByLength,
+            ),
+        }
+    }
+
+    /// The kept rendering of this row version, if any.
+    pub(crate) fn get(&self, stamp: &RowStamp) -> Option<Bytes> {
+        self.items.get(stamp)
+    }
+
+    /// A JSON array of the listed items: kept renderings as they are, rows
+    /// read rendered with `render` and kept.
+    pub(crate) fn json_array<T, R: Serialize>(
+        &self,
+        listed: Vec<Listed<T, Bytes>>,
+        render: impl Fn(T) -> R,
+    ) -> ApiResult<JsonArray> {
+        let items = listed
+            .into_iter()
+            .map(|item| match item {
+                Listed::Known(rendered) => Ok(rendered),
+                Listed::Read(stamp, row) => {
+                    let rendered = to_json(&render(row))?;
+                    self.items.insert(stamp, rendered.clone());
+                    Ok(rendered)
+                }
+            })
+            .collect::<ApiResult<Vec<Bytes>>>()?;
+        let length = 2 + items.iter().map(|item| item.len() + 1).sum::<usize>();
+        let mut body = BytesMut::with_capacity(length);
+        body.put_u8(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                body.put_u8(b',');
+            }
+            body.put_slice(item);
+        }
+        body.put_u8(b']');
+        Ok(JsonArray(body.freeze()))
+    }
+}
+
+fn to_json(item: &impl Serialize) -> ApiResult<Bytes> {
+    let json = serde_json::to_vec(item).map_err(|error| {
+        tracing::error!(%error, "could not render a list item");
+        ApiError::Internal
+    })?;
+    Ok(Bytes::from(json))
+}
+
+/// A JSON array already serialized.
+pub(crate) struct JsonArray(Bytes);
+
+impl IntoResponse for JsonArray {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
