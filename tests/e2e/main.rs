@@ -2,6 +2,7 @@
 //! each test on a fresh database (see `tests/support`), plus tests that run the
 //! `ubiops-server` binary itself.
 
+mod abandoned;
 mod audit;
 mod auth;
 mod bad_input;

@@ -16,11 +16,13 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tracing::{Instrument, Level};
 use ubiops_domain::secrets::Keyring;
 use ubiops_domain::version::InstanceTypeCatalog;
 use ubiops_files::FileStore;
@@ -89,10 +91,29 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .layer(middleware::from_fn(run_to_completion))
         .layer(CatchPanicLayer::custom(routes::panic_response))
         .layer(request_logging())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Runs each request in a task of its own, so that a client going away does
+/// not cut its database work short at an arbitrary point: sqlx cannot undo a
+/// `BEGIN` (or a `COMMIT`) cancelled after it was sent, and the pooled
+/// connection would then stay inside a transaction that later requests write
+/// into without it ever being committed. The request still ends early when it
+/// reads a body its client stopped sending. A panic is passed on to
+/// `CatchPanicLayer`, outside this layer.
+async fn run_to_completion(request: axum::extract::Request, next: Next) -> Response {
+    match tokio::spawn(next.run(request).in_current_span()).await {
+        Ok(response) => response,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => {
+            tracing::error!(%error, "request task did not finish");
+            ApiError::Internal.into_response()
+        }
+    }
 }
 
 /// One span per request with method, path (never the query string or headers,
@@ -126,4 +147,44 @@ fn request_logging() -> TraceLayer<
                 .level(Level::INFO)
                 .latency_unit(tower_http::LatencyUnit::Micros),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn app() -> Router {
+        Router::new()
+            .route("/ok", get(|| async { "done" }))
+            .route("/boom", get(|| async { panic!("boom") as &str }))
+            .layer(middleware::from_fn(run_to_completion))
+            .layer(CatchPanicLayer::custom(routes::panic_response))
+    }
+
+    async fn call(path: &str) -> (StatusCode, String) {
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        let response = app().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_request_run_in_its_own_task_answers_as_usual() {
+        assert_eq!(call("/ok").await, (StatusCode::OK, "done".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_request_task_is_still_a_json_500() {
+        let (status, body) = call("/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body.contains(r#""error":"#), "{body}");
+    }
 }
