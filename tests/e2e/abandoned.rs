@@ -102,3 +102,56 @@ async fn abandoned_requests_leave_no_transaction_open() {
         );
     }
 }
+
+/// An upload whose client stops sending half-way and hangs up still ends
+/// as a failed upload that stores nothing, now that no disconnect cancels it.
+#[tokio::test]
+async fn an_upload_abandoned_half_way_stores_nothing() {
+    use tokio::io::AsyncWriteExt;
+
+    let app = TestApp::spawn().await;
+    app.create_project(PROJECT).await;
+    app.create_deployment(PROJECT, "d0", &["v1"]).await;
+    let before = app.snapshot().await;
+
+    let boundary = "XBOUNDARYX";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.zip\"\r\n\
+         Content-Type: application/zip\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&crate::builds::deployment_zip());
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let head = format!(
+        "POST /v2.1/projects/{PROJECT}/deployments/d0/versions/v1/revisions HTTP/1.1\r\n\
+         Host: {}\r\nAuthorization: Token {}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        app.address,
+        app.admin_token,
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(app.address)
+        .await
+        .expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    stream
+        .write_all(&body[..body.len() / 2])
+        .await
+        .expect("send half");
+    stream.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(stream);
+
+    let mut after = app.snapshot().await;
+    for _ in 0..50 {
+        if after == before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = app.snapshot().await;
+    }
+    assert_eq!(
+        after, before,
+        "no revision, build, pending upload or object left"
+    );
+}
