@@ -20,7 +20,9 @@ use crate::Result;
 /// version never changes, so equal stamps mean equal content. Freezing keeps
 /// `xmin` (PostgreSQL 9.4 on). Two versions share an `xmin` only when one
 /// transaction wrote the row twice, and then only the last is ever seen
-/// outside it; listings never run inside a writing transaction.
+/// outside it (listings never run inside a writing transaction), or when a
+/// later write lands on the very same 32-bit transaction id after the counter
+/// wrapped: one chance in 2^32 per write, against a kept rendering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RowStamp {
     pub id: Uuid,
