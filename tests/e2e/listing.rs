@@ -1,7 +1,8 @@
-//! The deployment list keeps each item as rendered, by row version, and reads
-//! only rows it has not rendered (`ubiops_storage`'s `listing.rs`). Whatever
-//! changed a row, directly or through a cascade, and whatever VACUUM did to
-//! it, every list item must equal the deployment's own GET.
+//! The deployment list and GET one deployment keep each deployment as
+//! rendered, by row version, and decode only rows they have not rendered
+//! (`ubiops_storage`'s `listing.rs`). Whatever changed a row, directly or
+//! through a cascade, and whatever VACUUM did to it, the list and GET must
+//! agree and show the change.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -10,7 +11,8 @@ use ubiops_test_support::TestApp;
 const PROJECT: &str = "listing";
 
 /// Lists the project (with `query`), checks the names, and checks each item
-/// against GET one deployment, which never comes from the kept renderings.
+/// against GET one deployment. Both may answer from kept renderings, so the
+/// test also checks the changed values themselves.
 async fn assert_list(app: &TestApp, query: &str, names: &[&str]) {
     let list = app
         .get(&format!("/projects/{PROJECT}/deployments{query}"))

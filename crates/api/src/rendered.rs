@@ -1,6 +1,7 @@
-//! List items kept as the JSON they were rendered to, by row version, so that
-//! a list whose rows have not changed is answered from memory after one
-//! query for ids and versions (`Store::list_deployments`).
+//! Deployments kept as the JSON they were rendered to, by row version, so
+//! that a list whose rows have not changed is answered from memory after one
+//! query for ids and versions (`Store::list_deployments`), and GET one
+//! deployment skips decoding and encoding a row it has rendered before.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -15,7 +16,7 @@ use crate::error::{ApiError, ApiResult};
 /// How much rendered JSON is kept: about 30,000 deployments of typical size.
 pub const DEFAULT_RENDERED_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Rendered list items. Nothing is ever invalidated: a changed row has a new
+/// Rendered deployments. Nothing is ever invalidated: a changed row has a new
 /// version, so its old rendering is simply no longer asked for and is evicted
 /// in time. What a rendering shows beyond the row (the project's name) never
 /// changes for that row.
@@ -52,23 +53,25 @@ impl RenderedRows {
         self.items.get(stamp)
     }
 
-    /// A JSON array of the listed items: kept renderings as they are, rows
-    /// read rendered with `render` and kept.
+    /// The JSON of one item: a kept rendering as it is, a row read rendered
+    /// with `render` and kept.
+    pub(crate) fn json_one<T, R: Serialize>(
+        &self,
+        item: Listed<T, Bytes>,
+        render: impl Fn(T) -> R,
+    ) -> ApiResult<RenderedJson> {
+        self.rendering(item, &render).map(RenderedJson)
+    }
+
+    /// A JSON array of the listed items, each as [`json_one`](Self::json_one).
     pub(crate) fn json_array<T, R: Serialize>(
         &self,
         listed: Vec<Listed<T, Bytes>>,
         render: impl Fn(T) -> R,
-    ) -> ApiResult<JsonArray> {
+    ) -> ApiResult<RenderedJson> {
         let items = listed
             .into_iter()
-            .map(|item| match item {
-                Listed::Known(rendered) => Ok(rendered),
-                Listed::Read(stamp, row) => {
-                    let rendered = to_json(&render(row))?;
-                    self.items.insert(stamp, rendered.clone());
-                    Ok(rendered)
-                }
-            })
+            .map(|item| self.rendering(item, &render))
             .collect::<ApiResult<Vec<Bytes>>>()?;
         let length = 2 + items.iter().map(|item| item.len() + 1).sum::<usize>();
         let mut body = BytesMut::with_capacity(length);
@@ -80,7 +83,22 @@ impl RenderedRows {
             body.put_slice(item);
         }
         body.put_u8(b']');
-        Ok(JsonArray(body.freeze()))
+        Ok(RenderedJson(body.freeze()))
+    }
+
+    fn rendering<T, R: Serialize>(
+        &self,
+        item: Listed<T, Bytes>,
+        render: impl Fn(T) -> R,
+    ) -> ApiResult<Bytes> {
+        match item {
+            Listed::Known(rendered) => Ok(rendered),
+            Listed::Read(stamp, row) => {
+                let rendered = to_json(&render(row))?;
+                self.items.insert(stamp, rendered.clone());
+                Ok(rendered)
+            }
+        }
     }
 }
 
@@ -92,10 +110,10 @@ fn to_json(item: &impl Serialize) -> ApiResult<Bytes> {
     Ok(Bytes::from(json))
 }
 
-/// A JSON array already serialized.
-pub(crate) struct JsonArray(Bytes);
+/// JSON already serialized.
+pub(crate) struct RenderedJson(Bytes);
 
-impl IntoResponse for JsonArray {
+impl IntoResponse for RenderedJson {
     fn into_response(self) -> Response {
         ([(header::CONTENT_TYPE, "application/json")], self.0).into_response()
     }

@@ -11,7 +11,9 @@ use uuid::Uuid;
 use crate::audit::{deployment_event, record};
 use crate::batch::{Keyed, Lookup};
 use crate::error::{corrupt, on_unique_violation, refuse_nul};
-use crate::listing::{assemble, held, not_held, Listed, RowStamp, RowVersion, Stamped};
+use crate::listing::{
+    assemble, held, not_held, Listed, RowStamp, RowVersion, Stamped, UndecodedRow,
+};
 use crate::projects::project_not_found;
 use crate::versions::DeploymentRef;
 use crate::{Actor, Result, StorageError, Store};
@@ -76,26 +78,28 @@ impl TryFrom<DeploymentRow> for Deployment {
 }
 
 /// Deployments by (project name, deployment name), for GET one deployment.
+/// Rows come back undecoded: the caller may hold that version's rendering.
 pub(crate) struct DeploymentByNames;
 
 impl Lookup for DeploymentByNames {
     type Key = (String, String);
-    type Row = DeploymentRow;
+    type Row = UndecodedRow;
 
     // Not `query_as!`: the macro cannot add the key index to the row type.
     // `LIMIT 1` keeps each key an index lookup whatever the batch size.
     async fn fetch(
         conn: &mut PgConnection,
         keys: &[Self::Key],
-    ) -> Result<Vec<Keyed<DeploymentRow>>> {
+    ) -> Result<Vec<Keyed<UndecodedRow>>> {
         let (projects, deployments): (Vec<&str>, Vec<&str>) =
             keys.iter().map(|(p, d)| (p.as_str(), d.as_str())).unzip();
-        Ok(sqlx::query_as(
+        let rows = sqlx::query(
             r#"SELECT k.ord - 1 AS key_index, found.*
                FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(project, deployment, ord)
                CROSS JOIN LATERAL (
-                   SELECT d.id, d.project_id, d.name, d.description, d.input_type, d.output_type,
-                          d.input_fields, d.output_fields, d.labels, d.creation_date, d.last_updated,
+                   SELECT d.xmin AS row_version, d.id, d.project_id, d.name, d.description,
+                          d.input_type, d.output_type, d.input_fields, d.output_fields, d.labels,
+                          d.creation_date, d.last_updated,
                           d.default_version_name AS default_version,
                           d.number_of_versions::int8 AS number_of_versions
                    FROM projects p
@@ -106,7 +110,16 @@ impl Lookup for DeploymentByNames {
         .bind(projects)
         .bind(deployments)
         .fetch_all(conn)
-        .await?)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let row = UndecodedRow::new(row)?;
+                Ok(Keyed {
+                    key_index: row.column("key_index")?,
+                    row,
+                })
+            })
+            .collect()
     }
 }
 
@@ -281,8 +294,15 @@ impl Store {
     }
 
     /// A deployment by project and deployment name: one query when it exists,
-    /// shared with other requests' lookups (`batch.rs`).
-    pub async fn find_deployment(&self, project_name: &str, name: &str) -> Result<Deployment> {
+    /// shared with other requests' lookups (`batch.rs`). As in
+    /// [`Store::list_deployments`], a row version `known` returns something
+    /// for comes back as that, undecoded.
+    pub async fn find_deployment<C>(
+        &self,
+        project_name: &str,
+        name: &str,
+        known: impl Fn(&RowStamp) -> Option<C>,
+    ) -> Result<Listed<Deployment, C>> {
         refuse_nul(&[project_name, name])?;
         let rows = self
             .lookups
@@ -290,7 +310,7 @@ impl Store {
             .lookup((project_name.to_owned(), name.to_owned()))
             .await?;
         match rows.into_iter().next() {
-            Some(row) => row.try_into(),
+            Some(row) => row.held_or_decoded::<DeploymentRow, _, _>(known),
             None => Err(deployment_miss(self, project_name, name).await),
         }
     }

@@ -12,7 +12,7 @@ use sqlx::{Decode, FromRow, Postgres, Row as _, Type};
 use uuid::Uuid;
 
 use crate::error::corrupt;
-use crate::Result;
+use crate::{Result, StorageError};
 
 /// One content of one row: its id and the row's `xmin`, the transaction that
 /// wrote this version of it. Every write of a row (an UPDATE, a foreign key's
@@ -50,8 +50,15 @@ impl Decode<'_, Postgres> for RowVersion {
     }
 }
 
-/// A full row read for a listing, with its stamp (columns `id` and
-/// `row_version`).
+/// The stamp of a row read with columns `id` and `row_version` (its `xmin`).
+fn stamp_of(row: &PgRow) -> sqlx::Result<RowStamp> {
+    Ok(RowStamp {
+        id: row.try_get("id")?,
+        version: row.try_get("row_version")?,
+    })
+}
+
+/// A full row read for a listing, with its stamp.
 pub(crate) struct Stamped<R> {
     pub stamp: RowStamp,
     pub row: R,
@@ -60,17 +67,52 @@ pub(crate) struct Stamped<R> {
 impl<'r, R: FromRow<'r, PgRow>> FromRow<'r, PgRow> for Stamped<R> {
     fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
         Ok(Stamped {
-            stamp: RowStamp {
-                id: row.try_get("id")?,
-                version: row.try_get("row_version")?,
-            },
+            stamp: stamp_of(row)?,
             row: R::from_row(row)?,
         })
     }
 }
 
-/// One item of a listing: what the caller already had for this row version,
-/// or the row as read.
+/// A row whose stamp is decoded at once and the rest only when asked for: a
+/// caller that holds this version's rendering never decodes it.
+pub(crate) struct UndecodedRow {
+    pub stamp: RowStamp,
+    row: PgRow,
+}
+
+impl UndecodedRow {
+    pub fn new(row: PgRow) -> sqlx::Result<Self> {
+        Ok(UndecodedRow {
+            stamp: stamp_of(&row)?,
+            row,
+        })
+    }
+
+    pub fn column<'r, T: Decode<'r, Postgres> + Type<Postgres>>(
+        &'r self,
+        name: &str,
+    ) -> sqlx::Result<T> {
+        self.row.try_get(name)
+    }
+
+    /// What the caller holds of this version, or the row decoded as `R`.
+    pub fn held_or_decoded<R, T, C>(
+        self,
+        known: impl Fn(&RowStamp) -> Option<C>,
+    ) -> Result<Listed<T, C>>
+    where
+        R: for<'r> FromRow<'r, PgRow>,
+        T: TryFrom<R, Error = StorageError>,
+    {
+        Ok(match known(&self.stamp) {
+            Some(kept) => Listed::Known(kept),
+            None => Listed::Read(self.stamp, R::from_row(&self.row)?.try_into()?),
+        })
+    }
+}
+
+/// One item of a listing or lookup: what the caller already had for this row
+/// version, or the row as read.
 pub enum Listed<T, C> {
     Known(C),
     Read(RowStamp, T),

@@ -17,7 +17,7 @@ use super::{authorized_project, ListQuery};
 use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, PathParams, QueryParams};
-use crate::rendered::JsonArray;
+use crate::rendered::RenderedJson;
 use crate::AppState;
 
 const TAG: &str = "Deployments";
@@ -77,7 +77,7 @@ async fn list(
     Extension(principal): Extension<Principal>,
     PathParams(project_name): PathParams<String>,
     QueryParams(query): QueryParams<ListQuery>,
-) -> ApiResult<JsonArray> {
+) -> ApiResult<RenderedJson> {
     let filter = LabelFilter::parse_optional(query.labels.as_deref())?;
     principal.authorize(&project_name)?;
     let listed = state
@@ -117,13 +117,17 @@ async fn read(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     PathParams((project_name, deployment_name)): PathParams<(String, String)>,
-) -> ApiResult<Json<DeploymentResponse>> {
+) -> ApiResult<RenderedJson> {
     principal.authorize(&project_name)?;
-    let deployment = state
+    let found = state
         .store
-        .find_deployment(&project_name, &deployment_name)
+        .find_deployment(&project_name, &deployment_name, |stamp| {
+            state.rendered.get(stamp)
+        })
         .await?;
-    Ok(Json(DeploymentResponse::new(&project_name, deployment)))
+    state
+        .rendered
+        .json_one(found, |d| DeploymentResponse::new(&project_name, d))
 }
 
 #[utoipa::path(patch, path = "/projects/{project_name}/deployments/{deployment_name}",
