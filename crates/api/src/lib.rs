@@ -53,7 +53,7 @@ pub struct AppState {
     pub upload_lease: Duration,
     /// Tokens verified recently (shared by every clone of the state).
     pub tokens: Arc<TokenCache>,
-    /// List items as rendered, by row version (shared by every clone).
+    /// Deployments as rendered, by row version (shared by every clone).
     pub rendered: Arc<RenderedRows>,
 }
 

@@ -77,6 +77,18 @@ impl TryFrom<DeploymentRow> for Deployment {
     }
 }
 
+/// The columns of a `DeploymentRow` of `deployments d`, with the row's stamp
+/// (`Stamped`, `UndecodedRow`): one list for the queries that cannot be
+/// `query_as!` because of the stamp.
+macro_rules! stamped_deployment_columns {
+    () => {
+        "d.xmin AS row_version, d.id, d.project_id, d.name, d.description,
+         d.input_type, d.output_type, d.input_fields, d.output_fields, d.labels,
+         d.creation_date, d.last_updated, d.default_version_name AS default_version,
+         d.number_of_versions::int8 AS number_of_versions"
+    };
+}
+
 /// Deployments by (project name, deployment name), for GET one deployment.
 /// Rows come back undecoded: the caller may hold that version's rendering.
 pub(crate) struct DeploymentByNames;
@@ -93,20 +105,18 @@ impl Lookup for DeploymentByNames {
     ) -> Result<Vec<Keyed<UndecodedRow>>> {
         let (projects, deployments): (Vec<&str>, Vec<&str>) =
             keys.iter().map(|(p, d)| (p.as_str(), d.as_str())).unzip();
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             r#"SELECT k.ord - 1 AS key_index, found.*
                FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(project, deployment, ord)
                CROSS JOIN LATERAL (
-                   SELECT d.xmin AS row_version, d.id, d.project_id, d.name, d.description,
-                          d.input_type, d.output_type, d.input_fields, d.output_fields, d.labels,
-                          d.creation_date, d.last_updated,
-                          d.default_version_name AS default_version,
-                          d.number_of_versions::int8 AS number_of_versions
+                   SELECT "#,
+            stamped_deployment_columns!(),
+            r#"
                    FROM projects p
                    JOIN deployments d ON d.project_id = p.id
                    WHERE p.name = k.project AND d.name = k.deployment
                    LIMIT 1) found"#,
-        )
+        ))
         .bind(projects)
         .bind(deployments)
         .fetch_all(conn)
@@ -172,14 +182,11 @@ async fn deployments_by_id(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> Result<Vec<Stamped<Deployment>>> {
-    let rows: Vec<Stamped<DeploymentRow>> = sqlx::query_as(
-        r#"SELECT d.xmin AS row_version, d.id, d.project_id, d.name, d.description,
-                  d.input_type, d.output_type, d.input_fields, d.output_fields, d.labels,
-                  d.creation_date, d.last_updated, d.default_version_name AS default_version,
-                  d.number_of_versions::int8 AS number_of_versions
-           FROM deployments d
-           WHERE d.id = ANY($1)"#,
-    )
+    let rows: Vec<Stamped<DeploymentRow>> = sqlx::query_as(concat!(
+        "SELECT ",
+        stamped_deployment_columns!(),
+        " FROM deployments d WHERE d.id = ANY($1)"
+    ))
     .bind(ids)
     .fetch_all(conn)
     .await?;
