@@ -633,3 +633,141 @@ async fn a_limited_token_cannot_reach_other_projects_variables() {
         .await;
     assert_eq!(copy.status, StatusCode::FORBIDDEN);
 }
+
+/// A scope's list, read twice: the second answer comes from the rendering
+/// the server keeps by the versions of the scope's rows (`ScopeStamp`), and
+/// must equal the first.
+async fn listed_twice(app: &TestApp, scope: &str) -> Vec<(String, Value, Value, Value)> {
+    let first = listed(app, scope).await;
+    assert_eq!(
+        listed(app, scope).await,
+        first,
+        "{scope}: kept list differs"
+    );
+    first
+}
+
+#[tokio::test]
+async fn kept_lists_follow_every_change_at_every_level() {
+    let app = app().await;
+    let project_a = create(&app, PROJECT, "A", "project-a", false).await;
+    let version_c = create(&app, VERSION, "C", "version-c", false).await;
+    let from_project = |name: &str, value: &str| row(name, value, Some("project"), Some("p"));
+    assert_eq!(
+        listed_twice(&app, VERSION).await,
+        [
+            from_project("A", "project-a"),
+            row("C", "version-c", None, None)
+        ]
+    );
+    assert_eq!(
+        listed_twice(&app, DEPLOYMENT).await,
+        [from_project("A", "project-a")]
+    );
+
+    // A project variable changes: every list that inherits it shows it.
+    let a_path = format!(
+        "{PROJECT}/environment-variables/{}",
+        project_a["id"].as_str().unwrap()
+    );
+    let updated = app
+        .patch(
+            &a_path,
+            json!({"name": "A", "value": "changed", "secret": false}),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    assert_eq!(
+        listed_twice(&app, VERSION).await,
+        [
+            from_project("A", "changed"),
+            row("C", "version-c", None, None)
+        ]
+    );
+    assert_eq!(
+        listed_twice(&app, DEPLOYMENT).await,
+        [from_project("A", "changed")]
+    );
+    assert_eq!(
+        listed_twice(&app, PROJECT).await,
+        [row("A", "changed", None, None)]
+    );
+
+    // A deployment variable is created; a version variable is deleted.
+    create(&app, DEPLOYMENT, "B", "deployment-b", false).await;
+    let c_path = format!(
+        "{VERSION}/environment-variables/{}",
+        version_c["id"].as_str().unwrap()
+    );
+    assert_eq!(app.delete(&c_path).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        listed_twice(&app, VERSION).await,
+        [
+            from_project("A", "changed"),
+            row("B", "deployment-b", Some("deployment"), Some("d")),
+        ]
+    );
+
+    // Copied in from another deployment.
+    create(&app, "/projects/p/deployments/e", "Z", "from-e", false).await;
+    let copied = app
+        .post(
+            &format!("{VERSION}/copy-environment-variables"),
+            json!({"source_deployment": "e"}),
+        )
+        .await;
+    assert_eq!(copied.status, StatusCode::OK, "{}", copied.body);
+    assert_eq!(
+        listed_twice(&app, VERSION).await,
+        [
+            from_project("A", "changed"),
+            row("B", "deployment-b", Some("deployment"), Some("d")),
+            row("Z", "from-e", None, None),
+        ]
+    );
+
+    // Renaming the deployment changes the name inherited variables show.
+    let renamed = app.patch(DEPLOYMENT, json!({"name": "renamed"})).await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+    let version = "/projects/p/deployments/renamed/versions/v1";
+    assert_eq!(
+        listed_twice(&app, version).await,
+        [
+            from_project("A", "changed"),
+            row("B", "deployment-b", Some("deployment"), Some("renamed")),
+            row("Z", "from-e", None, None),
+        ]
+    );
+
+    // A variable made secret no longer shows its value anywhere.
+    let secret = app
+        .patch(
+            &a_path,
+            json!({"name": "A", "value": "hidden", "secret": true}),
+        )
+        .await;
+    assert_eq!(secret.status, StatusCode::OK, "{}", secret.body);
+    assert_eq!(listed_twice(&app, version).await[0].1, Value::Null);
+    assert_eq!(listed_twice(&app, PROJECT).await[0].1, Value::Null);
+
+    // A version deleted and made again under the same name starts empty.
+    let deployment = "/projects/p/deployments/renamed";
+    assert_eq!(app.delete(version).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&format!("{version}/environment-variables"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let recreated = app
+        .post(&format!("{deployment}/versions"), json!({"version": "v1"}))
+        .await;
+    assert_eq!(recreated.status, StatusCode::CREATED, "{}", recreated.body);
+    assert_eq!(
+        listed_twice(&app, version).await,
+        [
+            ("A".to_owned(), Value::Null, json!("project"), json!("p")),
+            row("B", "deployment-b", Some("deployment"), Some("renamed")),
+        ]
+    );
+}

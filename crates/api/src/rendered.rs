@@ -1,7 +1,9 @@
-//! Deployments kept as the JSON they were rendered to, by row version, so
-//! that a list whose rows have not changed is answered from memory after one
-//! query for ids and versions (`Store::list_deployments`), and GET one
-//! deployment skips decoding and encoding a row it has rendered before.
+//! Responses kept as the JSON they were rendered to, by the version of what
+//! they show, so that a list whose rows have not changed is answered from
+//! memory after one query for ids and versions (`Store::list_deployments`),
+//! GET one deployment skips decoding and encoding a row it has rendered
+//! before, and a variable list costs one lookup of its scope's versions
+//! (`Store::list_variables`).
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -9,26 +11,47 @@ use bytes::{BufMut, Bytes, BytesMut};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use serde::Serialize;
-use ubiops_storage::{Listed, RowStamp};
+use ubiops_storage::{Listed, RowStamp, ScopeStamp};
 
 use crate::error::{ApiError, ApiResult};
 
 /// How much rendered JSON is kept: about 30,000 deployments of typical size.
 pub const DEFAULT_RENDERED_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Rendered deployments. Nothing is ever invalidated: a changed row has a new
-/// version, so its old rendering is simply no longer asked for and is evicted
-/// in time. What a rendering shows beyond the row (the project's name) never
-/// changes for that row.
+/// Rendered responses. Nothing is ever invalidated: a change makes a new
+/// version, so the old rendering is simply no longer asked for and is evicted
+/// in time. What a rendering shows beyond its rows (a deployment's project
+/// name) never changes for those rows.
 pub struct RenderedRows {
-    items: Cache<RowStamp, Bytes, ByLength>,
+    items: Cache<Rendering, Bytes, ByLength>,
+}
+
+/// What a kept rendering is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Rendering {
+    /// One deployment row version.
+    Deployment(RowStamp),
+    /// The variable list of a scope, as of the versions of its rows.
+    Variables(ScopeStamp),
+}
+
+impl From<RowStamp> for Rendering {
+    fn from(stamp: RowStamp) -> Self {
+        Rendering::Deployment(stamp)
+    }
+}
+
+impl From<ScopeStamp> for Rendering {
+    fn from(stamp: ScopeStamp) -> Self {
+        Rendering::Variables(stamp)
+    }
 }
 
 #[derive(Clone)]
 struct ByLength;
 
-impl Weighter<RowStamp, Bytes> for ByLength {
-    fn weight(&self, _: &RowStamp, rendered: &Bytes) -> u64 {
+impl Weighter<Rendering, Bytes> for ByLength {
+    fn weight(&self, _: &Rendering, rendered: &Bytes) -> u64 {
         rendered.len() as u64
     }
 }
@@ -48,16 +71,16 @@ impl RenderedRows {
         }
     }
 
-    /// The kept rendering of this row version, if any.
-    pub(crate) fn get(&self, stamp: &RowStamp) -> Option<Bytes> {
-        self.items.get(stamp)
+    /// The kept rendering of this version, if any.
+    pub(crate) fn get(&self, stamp: impl Into<Rendering>) -> Option<Bytes> {
+        self.items.get(&stamp.into())
     }
 
     /// The JSON of one item: a kept rendering as it is, a row read rendered
     /// with `render` and kept.
-    pub(crate) fn json_one<T, R: Serialize>(
+    pub(crate) fn json_one<T, R: Serialize, S: Into<Rendering>>(
         &self,
-        item: Listed<T, Bytes>,
+        item: Listed<T, Bytes, S>,
         render: impl Fn(T) -> R,
     ) -> ApiResult<RenderedJson> {
         self.rendering(item, &render).map(RenderedJson)
@@ -86,16 +109,16 @@ impl RenderedRows {
         Ok(RenderedJson(body.freeze()))
     }
 
-    fn rendering<T, R: Serialize>(
+    fn rendering<T, R: Serialize, S: Into<Rendering>>(
         &self,
-        item: Listed<T, Bytes>,
+        item: Listed<T, Bytes, S>,
         render: impl Fn(T) -> R,
     ) -> ApiResult<Bytes> {
         match item {
             Listed::Known(rendered) => Ok(rendered),
             Listed::Read(stamp, row) => {
                 let rendered = to_json(&render(row))?;
-                self.items.insert(stamp, rendered.clone());
+                self.items.insert(stamp.into(), rendered.clone());
                 Ok(rendered)
             }
         }

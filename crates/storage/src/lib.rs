@@ -33,7 +33,7 @@ pub use revisions::{
     Build, NewRevision, Revision, StoredFile, Trigger, VersionRef, BUILDS_CHANNEL,
 };
 pub use tokens::TokenRecord;
-pub use variables::{Variable, VariableScope};
+pub use variables::{ScopeStamp, Variable, VariableScope};
 pub use versions::{DeploymentRef, ResolvedVersion, Version};
 
 /// The auxiliary pool's size: one `LISTEN`, a migration, a test's reads.
@@ -66,6 +66,7 @@ pub struct Store {
 struct Lookups {
     deployment: Batcher<deployments::DeploymentByNames>,
     version: Batcher<versions::VersionByNames>,
+    scope: Batcher<variables::ScopeByNames>,
     variables: Batcher<variables::VariablesOfScope>,
 }
 
@@ -74,6 +75,7 @@ impl Lookups {
         Self {
             deployment: Batcher::start(connections.clone()),
             version: Batcher::start(connections.clone()),
+            scope: Batcher::start(connections.clone()),
             variables: Batcher::start(connections.clone()),
         }
     }

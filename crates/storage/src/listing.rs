@@ -111,11 +111,12 @@ impl UndecodedRow {
     }
 }
 
-/// One item of a listing or lookup: what the caller already had for this row
-/// version, or the row as read.
-pub enum Listed<T, C> {
+/// One item of a listing or lookup: what the caller already had for this
+/// version (of a row, or of the rows a variable list is made of), or what was
+/// read, with the version it is of.
+pub enum Listed<T, C, S = RowStamp> {
     Known(C),
-    Read(RowStamp, T),
+    Read(S, T),
 }
 
 /// What the caller holds of each row of a listing, in listing order.

@@ -15,6 +15,7 @@ use crate::audit::{deployment_event, record, NewAuditEvent};
 use crate::batch::{Keyed, Lookup};
 use crate::deployments::deployment_not_found;
 use crate::error::{corrupt, on_unique_violation, refuse_nul};
+use crate::listing::{Listed, RowStamp, RowVersion};
 use crate::projects::project_not_found;
 use crate::versions::version_not_found;
 use crate::versions::DeploymentRef;
@@ -152,12 +153,119 @@ impl StoredValue {
     }
 }
 
-/// A row of a scope's variable list: the ids its names resolved to, and one
-/// visible variable (none when the scope has no variable at all).
+/// The version of everything a scope's variable list shows: the rows of the
+/// project, deployment and version its names resolved to. A write of any
+/// variable also writes the row of the scope that owns it (a trigger, see the
+/// migration `variable_list_stamps`), and a rename writes the renamed row, so
+/// equal stamps mean an equal list (what a [`RowStamp`] promises, per row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ScopeStamp {
+    pub project: RowStamp,
+    pub deployment: Option<RowStamp>,
+    pub version: Option<RowStamp>,
+}
+
+/// The rows a scope's names resolved to, with their versions; the
+/// deployment's and version's are NULL when there is no such name.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ScopeRow {
+    project_id: Uuid,
+    project_version: RowVersion,
+    deployment_id: Option<Uuid>,
+    deployment_version: Option<RowVersion>,
+    version_id: Option<Uuid>,
+    version_version: Option<RowVersion>,
+}
+
+/// The names a variable list was asked for.
+type ScopeNames = (String, Option<String>, Option<String>);
+
+impl ScopeRow {
+    /// The stamp of the scope `names` resolved to, or which name is unknown
+    /// (`row` is `None` when not even the project exists).
+    fn resolved(row: Option<&ScopeRow>, names: &ScopeNames) -> Result<ScopeStamp> {
+        let (project_name, deployment_name, version_name) = names;
+        let Some(row) = row else {
+            return Err(project_not_found(project_name));
+        };
+        let stamp = |id: Option<Uuid>, version: Option<RowVersion>| {
+            Some(RowStamp {
+                id: id?,
+                version: version?,
+            })
+        };
+        let deployment = stamp(row.deployment_id, row.deployment_version);
+        let version = stamp(row.version_id, row.version_version);
+        if let (Some(name), None) = (deployment_name, deployment) {
+            return Err(deployment_not_found(name));
+        }
+        if let (Some(name), None) = (version_name, version) {
+            return Err(version_not_found(name));
+        }
+        Ok(ScopeStamp {
+            project: RowStamp {
+                id: row.project_id,
+                version: row.project_version,
+            },
+            deployment,
+            version,
+        })
+    }
+}
+
+/// The rows the names of each key `k` resolve to (at most one): the body of
+/// a lateral subquery, shared by the two lookups below.
+macro_rules! scope_of_names {
+    () => {
+        r#"SELECT p.id AS project_id, p.xmin AS project_version,
+                  d.id AS deployment_id, d.xmin AS deployment_version,
+                  v.id AS version_id, v.xmin AS version_version
+           FROM projects p
+           LEFT JOIN deployments d ON d.project_id = p.id AND d.name = k.deployment
+           LEFT JOIN versions v ON v.deployment_id = d.id AND v.name = k.version
+           WHERE p.name = k.project
+           LIMIT 1"#
+    };
+}
+
+/// Binds a batch of scope names as the three arrays the lookups unnest.
+fn bind_names<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    keys: &'q [ScopeNames],
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    let projects: Vec<&str> = keys.iter().map(|key| key.0.as_str()).collect();
+    let deployments: Vec<Option<&str>> = keys.iter().map(|key| key.1.as_deref()).collect();
+    let versions: Vec<Option<&str>> = keys.iter().map(|key| key.2.as_deref()).collect();
+    query.bind(projects).bind(deployments).bind(versions)
+}
+
+/// Each scope's stamp alone: what a list the server holds rendered costs.
+pub(crate) struct ScopeByNames;
+
+impl Lookup for ScopeByNames {
+    type Key = ScopeNames;
+    type Row = ScopeRow;
+
+    // Not `query_as!`: the macro cannot add the key index to the row type.
+    async fn fetch(conn: &mut PgConnection, keys: &[ScopeNames]) -> Result<Vec<Keyed<ScopeRow>>> {
+        let query = sqlx::query_as(concat!(
+            r#"SELECT k.ord - 1 AS key_index, scope.*
+               FROM unnest($1::text[], $2::text[], $3::text[])
+                    WITH ORDINALITY AS k(project, deployment, version, ord)
+               CROSS JOIN LATERAL ("#,
+            scope_of_names!(),
+            ") scope"
+        ));
+        Ok(bind_names(query, keys).fetch_all(conn).await?)
+    }
+}
+
+/// A row of a scope's variable list: the rows its names resolved to, and
+/// one visible variable (none when the scope has no variable at all).
 #[derive(sqlx::FromRow)]
 pub(crate) struct ScopeVariableRow {
-    deployment_id: Option<Uuid>,
-    version_id: Option<Uuid>,
+    #[sqlx(flatten)]
+    scope: ScopeRow,
     id: Option<Uuid>,
     name: Option<String>,
     secret: Option<bool>,
@@ -169,31 +277,23 @@ pub(crate) struct ScopeVariableRow {
 pub(crate) struct VariablesOfScope;
 
 impl Lookup for VariablesOfScope {
-    type Key = (String, Option<String>, Option<String>);
+    type Key = ScopeNames;
     type Row = ScopeVariableRow;
 
-    // Not `query!`: the macro cannot add the key index to the row type.
     // `LIMIT 1` and the lateral join keep each key the plan of one scope.
     async fn fetch(
         conn: &mut PgConnection,
-        keys: &[Self::Key],
+        keys: &[ScopeNames],
     ) -> Result<Vec<Keyed<ScopeVariableRow>>> {
-        let projects: Vec<&str> = keys.iter().map(|key| key.0.as_str()).collect();
-        let deployments: Vec<Option<&str>> = keys.iter().map(|key| key.1.as_deref()).collect();
-        let versions: Vec<Option<&str>> = keys.iter().map(|key| key.2.as_deref()).collect();
-        Ok(sqlx::query_as(
+        let query = sqlx::query_as(concat!(
             r#"SELECT k.ord - 1 AS key_index, found.*
                FROM unnest($1::text[], $2::text[], $3::text[])
                     WITH ORDINALITY AS k(project, deployment, version, ord)
                CROSS JOIN LATERAL (
-                   SELECT scope.deployment_id, scope.version_id,
-                          own.id, own.name, own.secret, own.value, own.depth
-                   FROM (SELECT p.id AS project_id, d.id AS deployment_id, v.id AS version_id
-                         FROM projects p
-                         LEFT JOIN deployments d ON d.project_id = p.id AND d.name = k.deployment
-                         LEFT JOIN versions v ON v.deployment_id = d.id AND v.name = k.version
-                         WHERE p.name = k.project
-                         LIMIT 1) scope
+                   SELECT scope.*, own.id, own.name, own.secret, own.value, own.depth
+                   FROM ("#,
+            scope_of_names!(),
+            r#") scope
                    LEFT JOIN LATERAL (
                        SELECT DISTINCT ON (ev.name) ev.id, ev.name, ev.secret, ev.value,
                               CASE WHEN ev.version_id IS NOT NULL THEN 2
@@ -204,12 +304,8 @@ impl Lookup for VariablesOfScope {
                           OR ev.version_id = scope.version_id
                        ORDER BY ev.name, depth DESC) own ON true) found
                ORDER BY k.ord, found.name"#,
-        )
-        .bind(projects)
-        .bind(deployments)
-        .bind(versions)
-        .fetch_all(conn)
-        .await?)
+        ));
+        Ok(bind_names(query, keys).fetch_all(conn).await?)
     }
 }
 
@@ -290,42 +386,45 @@ impl Store {
     /// The variables of the scope a request path names (a project, or a
     /// deployment in it, or a version of that): the scope's own plus every
     /// inherited one that no more specific variable of the same name shadows,
-    /// ordered by name. One query (shared with other requests' lookups,
-    /// `batch.rs`) resolves the names, tells which one is missing, and reads
-    /// each of the three levels through its own index.
-    pub async fn list_variables(
+    /// ordered by name. If the caller holds the list as of the scope's
+    /// current stamp (`known`), that is all it costs: one small lookup.
+    /// Otherwise one query resolves the names again and reads each of the
+    /// three levels through its own index, and the list comes with the stamp
+    /// of the state it was read in. Both lookups are shared with other
+    /// requests' (`batch.rs`).
+    pub async fn list_variables<C>(
         &self,
         project_name: &str,
         deployment_name: Option<&str>,
         version_name: Option<&str>,
-    ) -> Result<Vec<Variable>> {
+        known: impl Fn(&ScopeStamp) -> Option<C>,
+    ) -> Result<Listed<Vec<Variable>, C, ScopeStamp>> {
         refuse_nul(&[
             project_name,
             deployment_name.unwrap_or_default(),
             version_name.unwrap_or_default(),
         ])?;
-        let key = (
+        let names: ScopeNames = (
             project_name.to_owned(),
             deployment_name.map(str::to_owned),
             version_name.map(str::to_owned),
         );
-        let rows = self.lookups.variables.lookup(key).await?;
+        let scope = self.lookups.scope.lookup(names.clone()).await?;
+        let stamp = ScopeRow::resolved(scope.first(), &names)?;
+        if let Some(kept) = known(&stamp) {
+            return Ok(Listed::Known(kept));
+        }
+
+        let rows = self.lookups.variables.lookup(names.clone()).await?;
         // One row at least (with no variable) whenever the project exists.
-        let Some(first) = rows.first() else {
-            return Err(project_not_found(project_name));
-        };
-        if let (Some(name), None) = (deployment_name, first.deployment_id) {
-            return Err(deployment_not_found(name));
-        }
-        if let (Some(name), None) = (version_name, first.version_id) {
-            return Err(version_not_found(name));
-        }
+        let stamp = ScopeRow::resolved(rows.first().map(|row| &row.scope), &names)?;
         let scope_level = match (deployment_name, version_name) {
             (None, _) => ScopeLevel::Project,
             (Some(_), None) => ScopeLevel::Deployment,
             (Some(_), Some(_)) => ScopeLevel::Version,
         };
-        rows.into_iter()
+        let variables = rows
+            .into_iter()
             .filter_map(|row| Some((row.id?, row.name?, row.secret?, row.value, row.depth?)))
             .map(|(id, name, secret, value, depth)| {
                 let level = ScopeLevel::from_depth(depth)
@@ -340,7 +439,8 @@ impl Store {
                 }
                 Ok(variable)
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok(Listed::Read(stamp, variables))
     }
 
     /// One of the scope's own variables (an inherited id is not found here).

@@ -83,7 +83,7 @@ async fn list(
     let listed = state
         .store
         .list_deployments(&project_name, filter.as_ref(), |stamp| {
-            state.rendered.get(stamp)
+            state.rendered.get(*stamp)
         })
         .await?;
     state
@@ -122,7 +122,7 @@ async fn read(
     let found = state
         .store
         .find_deployment(&project_name, &deployment_name, |stamp| {
-            state.rendered.get(stamp)
+            state.rendered.get(*stamp)
         })
         .await?;
     state

@@ -16,6 +16,7 @@ use super::{authorized_deployment, authorized_project, ResolvedDeployment};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams};
+use crate::rendered::RenderedJson;
 use crate::{openapi, AppState};
 
 const TAG: &str = "Environment variables";
@@ -197,17 +198,23 @@ async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     PathParams(path): PathParams<ScopePath>,
-) -> ApiResult<Json<Vec<VariableResponse>>> {
+) -> ApiResult<RenderedJson> {
     principal.authorize(&path.project_name)?;
-    let variables = state
+    let listed = state
         .store
         .list_variables(
             &path.project_name,
             path.deployment_name.as_deref(),
             path.version.as_deref(),
+            |stamp| state.rendered.get(*stamp),
         )
         .await?;
-    Ok(Json(variables.into_iter().map(Into::into).collect()))
+    state.rendered.json_one(listed, |variables| {
+        variables
+            .into_iter()
+            .map(VariableResponse::from)
+            .collect::<Vec<_>>()
+    })
 }
 
 #[utoipa::path(post, path = "/environment-variables", operation_id = "create", tag = TAG,
