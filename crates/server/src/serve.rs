@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::watch;
-use ubiops_api::{router, AppState, RenderedRows, TokenCache, DEFAULT_RENDERED_BYTES};
+use ubiops_api::{router, AppState, RenderedRows, Services, TokenCache, DEFAULT_RENDERED_BYTES};
 use ubiops_domain::token::{generate_token, hash_token};
 use ubiops_files::FileStore;
 use ubiops_worker::WorkerConfig;
@@ -47,7 +47,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             stopping.clone(),
         ))
     });
-    let app = router(AppState {
+    let app = router(AppState::new(Services {
         store: database.store.clone(),
         organization_name: Arc::from(config.organization_name.as_str()),
         instance_types: Arc::new(config.instance_types.clone()),
@@ -57,7 +57,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         upload_lease: config.upload_lease,
         tokens: Arc::new(TokenCache::new(config.token_cache_ttl)),
         rendered: Arc::new(RenderedRows::new(DEFAULT_RENDERED_BYTES)),
-    });
+    }));
     let mut until_stopped = stopping.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
