@@ -181,10 +181,14 @@ pub(crate) struct ScopeRow {
 type ScopeNames = (String, Option<String>, Option<String>);
 
 impl ScopeRow {
-    /// The stamp of the scope `names` resolved to, or which name is unknown
+    /// The stamp of the scope the names resolved to, or which name is unknown
     /// (`row` is `None` when not even the project exists).
-    fn resolved(row: Option<&ScopeRow>, names: &ScopeNames) -> Result<ScopeStamp> {
-        let (project_name, deployment_name, version_name) = names;
+    fn resolved(
+        row: Option<&ScopeRow>,
+        project_name: &str,
+        deployment_name: Option<&str>,
+        version_name: Option<&str>,
+    ) -> Result<ScopeStamp> {
         let Some(row) = row else {
             return Err(project_not_found(project_name));
         };
@@ -404,20 +408,25 @@ impl Store {
             deployment_name.unwrap_or_default(),
             version_name.unwrap_or_default(),
         ])?;
-        let names: ScopeNames = (
-            project_name.to_owned(),
-            deployment_name.map(str::to_owned),
-            version_name.map(str::to_owned),
-        );
-        let scope = self.lookups.scope.lookup(names.clone()).await?;
-        let stamp = ScopeRow::resolved(scope.first(), &names)?;
+        let names = || -> ScopeNames {
+            (
+                project_name.to_owned(),
+                deployment_name.map(str::to_owned),
+                version_name.map(str::to_owned),
+            )
+        };
+        let resolved = |row: Option<&ScopeRow>| {
+            ScopeRow::resolved(row, project_name, deployment_name, version_name)
+        };
+        let scope = self.lookups.scope.lookup(names()).await?;
+        let stamp = resolved(scope.first())?;
         if let Some(kept) = known(&stamp) {
             return Ok(Listed::Known(kept));
         }
 
-        let rows = self.lookups.variables.lookup(names.clone()).await?;
+        let rows = self.lookups.variables.lookup(names()).await?;
         // One row at least (with no variable) whenever the project exists.
-        let stamp = ScopeRow::resolved(rows.first().map(|row| &row.scope), &names)?;
+        let stamp = resolved(rows.first().map(|row| &row.scope))?;
         let scope_level = match (deployment_name, version_name) {
             (None, _) => ScopeLevel::Project,
             (Some(_), None) => ScopeLevel::Deployment,
