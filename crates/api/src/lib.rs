@@ -30,7 +30,7 @@ use ubiops_storage::Store;
 
 pub use auth::Principal;
 pub use error::ApiError;
-pub use rendered::{RenderedRows, DEFAULT_RENDERED_BYTES};
+pub use rendered::{Renderings, DEFAULT_RENDERED_BYTES};
 pub use token_cache::{TokenCache, DEFAULT_TOKEN_CACHE_TTL};
 
 /// What every handler can reach, behind one reference count: axum clones the
@@ -73,8 +73,9 @@ pub struct Services {
     pub upload_lease: Duration,
     /// Tokens verified recently (shared by every clone of the state).
     pub tokens: Arc<TokenCache>,
-    /// Deployments as rendered, by row version (shared by every clone).
-    pub rendered: Arc<RenderedRows>,
+    /// Deployments and variable lists as rendered, by the versions of their
+    /// rows (shared by every clone).
+    pub rendered: Arc<Renderings>,
 }
 
 /// `UBIOPS_UPLOAD_LEASE_SECONDS` unset.

@@ -26,7 +26,7 @@ pub const DEFAULT_RENDERED_BYTES: u64 = 32 * 1024 * 1024;
 /// version, so the old rendering is simply no longer asked for and is evicted
 /// in time. What a rendering shows beyond its rows (a deployment's project
 /// name) never changes for those rows.
-pub struct RenderedRows {
+pub struct Renderings {
     items: Cache<Rendering, Bytes, ByLength>,
 }
 
@@ -63,10 +63,10 @@ impl Weighter<Rendering, Bytes> for ByLength {
 /// Rendered deployments are about 500 bytes; the estimate only sizes tables.
 const TYPICAL_ITEM_BYTES: u64 = 512;
 
-impl RenderedRows {
+impl Renderings {
     pub fn new(capacity_bytes: u64) -> Self {
         let estimated_items = (capacity_bytes / TYPICAL_ITEM_BYTES).max(1);
-        RenderedRows {
+        Renderings {
             items: Cache::with_weighter(
                 usize::try_from(estimated_items).unwrap_or(usize::MAX),
                 capacity_bytes,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::watch;
-use ubiops_api::{router, AppState, RenderedRows, Services, TokenCache, DEFAULT_RENDERED_BYTES};
+use ubiops_api::{router, AppState, Renderings, Services, TokenCache, DEFAULT_RENDERED_BYTES};
 use ubiops_domain::token::{generate_token, hash_token};
 use ubiops_files::FileStore;
 use ubiops_worker::WorkerConfig;
@@ -56,7 +56,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_upload_bytes: config.max_upload_bytes,
         upload_lease: config.upload_lease,
         tokens: Arc::new(TokenCache::new(config.token_cache_ttl)),
-        rendered: Arc::new(RenderedRows::new(DEFAULT_RENDERED_BYTES)),
+        rendered: Arc::new(Renderings::new(DEFAULT_RENDERED_BYTES)),
     }));
     let mut until_stopped = stopping.clone();
     let served = axum::serve(listener, app)

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::watch;
-use ubiops_api::{router, AppState, RenderedRows, Services, TokenCache, DEFAULT_TOKEN_CACHE_TTL};
+use ubiops_api::{router, AppState, Renderings, Services, TokenCache, DEFAULT_TOKEN_CACHE_TTL};
 use ubiops_domain::secrets::Keyring;
 use ubiops_domain::token::{generate_token, hash_token};
 use ubiops_domain::version::InstanceTypeCatalog;
@@ -153,7 +153,7 @@ impl TestApp {
             max_upload_bytes: options.max_upload_bytes,
             upload_lease: ubiops_api::DEFAULT_UPLOAD_LEASE,
             tokens: Arc::new(TokenCache::new(options.token_cache_ttl)),
-            rendered: Arc::new(RenderedRows::new(ubiops_api::DEFAULT_RENDERED_BYTES)),
+            rendered: Arc::new(Renderings::new(ubiops_api::DEFAULT_RENDERED_BYTES)),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
