@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, Multipart};
 use axum::http::{header, Request};
 
 use crate::error::{ApiError, ApiResult};
+use crate::paced_body::paced;
 use crate::routes::revisions::{
     download_name, multipart_error, read_form, read_zip_head, too_large, FileSink,
 };
@@ -63,7 +64,7 @@ pub async fn parse_upload(
         .header(header::CONTENT_TYPE, content_type)
         .body(Body::from(body))
         .map_err(|_| (400, "not a valid header value".to_owned()))?;
-    let multipart = Multipart::from_request(request, &())
+    let multipart = Multipart::from_request(paced(request), &())
         .await
         .map_err(|rejection| (rejection.status().as_u16(), rejection.body_text()))?;
     let form = read_form(multipart, limit, &CountingSink { limit })

@@ -7,6 +7,7 @@ mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
 mod openapi;
+mod paced_body;
 mod rendered;
 mod routes;
 mod token_cache;

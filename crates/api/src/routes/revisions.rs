@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
@@ -22,6 +23,7 @@ use super::{authorized_deployment, ResolvedDeployment};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{JsonBody, PathParams};
+use crate::paced_body::pace_request_body;
 use crate::AppState;
 
 const VERSION: &str = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}";
@@ -35,7 +37,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
     let version = OpenApiRouter::new()
         .routes(routes!(list_revisions))
         // The upload enforces its own, configurable limit while streaming.
-        .routes(routes!(upload).layer(DefaultBodyLimit::disable()))
+        .routes(
+            routes!(upload)
+                .layer(DefaultBodyLimit::disable())
+                .layer(middleware::map_request(pace_request_body)),
+        )
         .routes(routes!(read_revision))
         .routes(routes!(download))
         .routes(routes!(rebuild))
