@@ -96,3 +96,23 @@ async fn connections_closed_by_postgres_are_replaced() {
     store.create_project("after", "org").await.unwrap();
     assert_eq!(store.list_projects(None).await.unwrap().len(), 2);
 }
+
+/// Every request connection runs its statements with generic plans
+/// (BENCHMARKS.md, sixth round).
+#[tokio::test]
+async fn request_connections_use_generic_plans() {
+    let database = fresh_database().await;
+    let options = PgConnectOptions::from_str(&database.url).unwrap();
+    let connections = Connections::connect(options, 2).await.unwrap();
+    let (mut first, mut second) = (
+        connections.get().await.unwrap(),
+        connections.get().await.unwrap(),
+    );
+    for lease in [&mut first, &mut second] {
+        let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+            .fetch_one(&mut **lease)
+            .await
+            .unwrap();
+        assert_eq!(mode, "force_generic_plan");
+    }
+}

@@ -25,7 +25,7 @@ use deadpool::managed::{
 };
 use deadpool::Runtime;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::Connection;
+use sqlx::{Connection, Executor};
 
 use crate::error::StorageError;
 
@@ -68,7 +68,18 @@ impl managed::Manager for Manager {
 
     async fn create(&self) -> Result<TrackedConnection, sqlx::Error> {
         let checked_at_trouble = connection_trouble();
-        let raw = PgConnection::connect_with(&self.options).await?;
+        let mut raw = PgConnection::connect_with(&self.options).await?;
+        // PostgreSQL's default (`auto`) planned most statements anew on every
+        // execution: the generic plan of a statement over key arrays (the
+        // batched lookups) assumes 10 keys, a custom plan sees the real few,
+        // so the generic plan never looked cheaper. Planning was a third of
+        // PostgreSQL's CPU per GET; generic plans cut that CPU by 35-75% per
+        // read (BENCHMARKS.md, sixth round). Every statement here is keyed by
+        // names or ids, so a generic plan is as good as a custom one; the one
+        // filter whose generic plan was slow is a statement of its own
+        // (`deployment_stamps`). A `SET` rather than a startup option, which
+        // a connection pooler such as PgBouncer may refuse.
+        raw.execute("SET plan_cache_mode = force_generic_plan").await?;
         Ok(TrackedConnection {
             raw,
             checked_at_trouble,

@@ -91,19 +91,7 @@ impl Store {
     /// Connects: `max_connections` for requests and the worker, plus up to
     /// `AUXILIARY_CONNECTIONS` for migrations, `LISTEN` and tests.
     pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<Self> {
-        // PostgreSQL's default (`auto`) plans most of our statements anew on
-        // every execution: a statement over key arrays (the batched lookups)
-        // is estimated at 10 keys in the generic plan but at its real few keys
-        // in a custom one, so the generic plan never looks cheaper. Planning
-        // was then a third of PostgreSQL's CPU per GET, which halved with
-        // generic plans (BENCHMARKS.md). Every statement here is keyed by
-        // names or ids, so a generic plan is as good as a custom one; the one
-        // filter whose generic plan was slow is a separate statement
-        // (`deployment_stamps`).
-        let request_options = options
-            .clone()
-            .options([("plan_cache_mode", "force_generic_plan")]);
-        let connections = Connections::connect(request_options, max_connections).await?;
+        let connections = Connections::connect(options.clone(), max_connections).await?;
         let pool = PgPoolOptions::new()
             .max_connections(AUXILIARY_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(5))
