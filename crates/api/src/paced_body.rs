@@ -81,9 +81,8 @@ mod tests {
     #[test]
     fn pauses_after_every_pace_of_bytes_and_loses_nothing() {
         let chunk = 40 * 1024;
-        let always_ready = stream::iter(
-            (0..100u8).map(|i| Ok::<_, Infallible>(Bytes::from(vec![i; chunk]))),
-        );
+        let always_ready =
+            stream::iter((0..100u8).map(|i| Ok::<_, Infallible>(Bytes::from(vec![i; chunk]))));
         let mut paced = Paced::new(always_ready);
         let mut context = Context::from_waker(noop_waker_ref());
         let (mut received, mut run, mut longest_run, mut pauses) = (Vec::new(), 0, 0, 0);

@@ -79,7 +79,8 @@ impl managed::Manager for Manager {
         // filter whose generic plan was slow is a statement of its own
         // (`deployment_stamps`). A `SET` rather than a startup option, which
         // a connection pooler such as PgBouncer may refuse.
-        raw.execute("SET plan_cache_mode = force_generic_plan").await?;
+        raw.execute("SET plan_cache_mode = force_generic_plan")
+            .await?;
         Ok(TrackedConnection {
             raw,
             checked_at_trouble,
