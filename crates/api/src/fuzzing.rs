@@ -80,7 +80,44 @@ pub async fn parse_upload(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_upload;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::extract::{FromRequest, Multipart};
+    use axum::http::{header, Request};
+    use futures::{stream, StreamExt};
+
+    use super::{parse_upload, CountingSink};
+    use crate::paced_body::paced;
+    use crate::routes::revisions::read_form;
+
+    /// A text part is refused once it passes its limit, not read to its end
+    /// first: this one never ends.
+    #[tokio::test]
+    async fn an_endless_text_part_is_refused_without_reading_it_all() {
+        let head = b"--B\r\nContent-Disposition: form-data; name=\"source_version\"\r\n\r\n";
+        let endless =
+            stream::iter(std::iter::once(head.to_vec()).chain(std::iter::repeat(vec![b'v'; 4096])))
+                .map(Ok::<_, std::io::Error>);
+        let request = Request::builder()
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=B")
+            .body(Body::from_stream(endless))
+            .unwrap();
+        let multipart = Multipart::from_request(paced(request), &()).await.unwrap();
+        let sink = CountingSink { limit: 1024 };
+        let read = tokio::time::timeout(Duration::from_secs(10), read_form(multipart, 1024, &sink));
+        let (error, _) = read
+            .await
+            .expect("the part was read on and on")
+            .err()
+            .unwrap();
+        let (status, message) = error.status_and_message();
+        assert_eq!(status.as_u16(), 400);
+        assert!(
+            message.contains("`source_version` part is too long"),
+            "{message}"
+        );
+    }
 
     const TYPE: &[u8] = b"multipart/form-data; boundary=B";
 

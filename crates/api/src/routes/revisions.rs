@@ -471,19 +471,29 @@ pub(crate) async fn read_form<S: FileSink>(
                 return Err((ApiError::bad_request(message), form.file));
             }
         };
-        match field.text().await {
-            Ok(text) if text.len() <= 256 => {
-                *text_slot = Some(text.trim().to_owned()).filter(|t| !t.is_empty())
-            }
-            Ok(_) => {
-                return Err((
-                    ApiError::bad_request(format!("The `{name}` part is too long")),
-                    form.file,
-                ))
-            }
-            Err(error) => return Err((multipart_error(error, limit), form.file)),
+        match read_text(field, &name, limit).await {
+            Ok(text) => *text_slot = Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
+            Err(error) => return Err((error, form.file)),
         }
     }
+}
+
+/// The longest text part accepted.
+const MAX_TEXT_BYTES: usize = 256;
+
+/// A text part, read only as far as the longest accepted: `Field::text`
+/// would hold a part of any size in memory before its length is checked.
+async fn read_text(mut field: Field<'_>, name: &str, limit: u64) -> ApiResult<String> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+        if text.len() + chunk.len() > MAX_TEXT_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "The `{name}` part is too long"
+            )));
+        }
+        text.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&text).into_owned())
 }
 
 impl<F> UploadForm<F> {
