@@ -132,6 +132,13 @@ mod tests {
         assert_eq!(cut.0, 400, "{}", cut.1);
         let large = parse_upload(TYPE, body.to_vec(), 6).await.unwrap_err();
         assert_eq!(large.0, 413, "{}", large.1);
+        let mut latin1 =
+            b"--B\r\nContent-Disposition: form-data; name=\"source_version\"\r\n\r\n".to_vec();
+        latin1.extend_from_slice(&[0xC2; 200]);
+        latin1.extend_from_slice(b"\r\n--B--\r\n");
+        let not_utf8 = parse_upload(TYPE, latin1, 1024).await.unwrap_err();
+        assert_eq!(not_utf8.0, 400, "{}", not_utf8.1);
+        assert!(not_utf8.1.contains("not UTF-8"), "{}", not_utf8.1);
         let no_boundary = parse_upload(b"multipart/form-data", body.to_vec(), 1024)
             .await
             .unwrap_err();

@@ -493,7 +493,8 @@ async fn read_text(mut field: Field<'_>, name: &str, limit: u64) -> ApiResult<St
         }
         text.extend_from_slice(&chunk);
     }
-    Ok(String::from_utf8_lossy(&text).into_owned())
+    String::from_utf8(text)
+        .map_err(|_| ApiError::bad_request(format!("The `{name}` part is not UTF-8 text")))
 }
 
 impl<F> UploadForm<F> {
