@@ -55,6 +55,14 @@ pub async fn parse_upload(
     body: Vec<u8>,
     limit: u64,
 ) -> Result<ParsedUpload, (u16, String)> {
+    parse_body(content_type, Body::from(body), limit).await
+}
+
+async fn parse_body(
+    content_type: &[u8],
+    body: Body,
+    limit: u64,
+) -> Result<ParsedUpload, (u16, String)> {
     let refused = |error: ApiError| {
         let (status, message) = error.status_and_message();
         (status.as_u16(), message)
@@ -62,7 +70,7 @@ pub async fn parse_upload(
     let request = Request::builder()
         .method("POST")
         .header(header::CONTENT_TYPE, content_type)
-        .body(Body::from(body))
+        .body(body)
         .map_err(|_| (400, "not a valid header value".to_owned()))?;
     let multipart = Multipart::from_request(paced(request), &())
         .await
@@ -83,13 +91,9 @@ mod tests {
     use std::time::Duration;
 
     use axum::body::Body;
-    use axum::extract::{FromRequest, Multipart};
-    use axum::http::{header, Request};
     use futures::{stream, StreamExt};
 
-    use super::{parse_upload, CountingSink};
-    use crate::paced_body::paced;
-    use crate::routes::revisions::read_form;
+    use super::{parse_body, parse_upload};
 
     /// A text part is refused once it passes its limit, not read to its end
     /// first: this one never ends.
@@ -99,20 +103,12 @@ mod tests {
         let endless =
             stream::iter(std::iter::once(head.to_vec()).chain(std::iter::repeat(vec![b'v'; 4096])))
                 .map(Ok::<_, std::io::Error>);
-        let request = Request::builder()
-            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=B")
-            .body(Body::from_stream(endless))
-            .unwrap();
-        let multipart = Multipart::from_request(paced(request), &()).await.unwrap();
-        let sink = CountingSink { limit: 1024 };
-        let read = tokio::time::timeout(Duration::from_secs(10), read_form(multipart, 1024, &sink));
-        let (error, _) = read
+        let parse = parse_body(TYPE, Body::from_stream(endless), 1024);
+        let (status, message) = tokio::time::timeout(Duration::from_secs(10), parse)
             .await
             .expect("the part was read on and on")
-            .err()
-            .unwrap();
-        let (status, message) = error.status_and_message();
-        assert_eq!(status.as_u16(), 400);
+            .unwrap_err();
+        assert_eq!(status, 400);
         assert!(
             message.contains("`source_version` part is too long"),
             "{message}"
