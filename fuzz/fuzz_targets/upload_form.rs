@@ -1,6 +1,9 @@
 //! Any `Content-Type` and body sent to the upload route: the form parser
 //! must accept it or refuse it with a 4xx and a message, never panic or
-//! answer 5xx, and what it accepts respects the limits.
+//! answer 5xx, and what it accepts respects the limits. The body is read
+//! twice, in one piece and in pieces of a few bytes, and must come out the
+//! same: the parser keeps bytes between pieces only where a boundary or a
+//! header block may straddle them.
 //! Input: the header value, a newline, then the body (no newline: the
 //! whole input is the body of a `boundary=B` form).
 
@@ -28,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
         Some(end) => (&data[..end], &data[end + 1..]),
         None => (&b"multipart/form-data; boundary=B"[..], data),
     };
-    match runtime().block_on(parse_upload(content_type, body.to_vec(), LIMIT)) {
+    let whole = runtime().block_on(parse_upload(content_type, body, body.len(), LIMIT));
+    let piece = 1 + body.len() % 7;
+    let in_pieces = runtime().block_on(parse_upload(content_type, body, piece, LIMIT));
+    assert_eq!(whole, in_pieces, "read whole and in pieces of {piece} bytes");
+    match whole {
         Ok(parsed) => {
             if let Some((name, size)) = parsed.file {
                 assert!(size <= LIMIT);

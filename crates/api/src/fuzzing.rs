@@ -2,18 +2,18 @@
 //! on any body, exactly as the upload route runs it, minus the storage.
 
 use axum::body::Body;
-use axum::extract::multipart::Field;
-use axum::extract::{FromRequest, Multipart};
-use axum::http::{header, Request};
+use axum::http::{header, HeaderMap, HeaderValue};
+use bytes::Bytes;
+use futures::stream;
 
 use crate::error::{ApiError, ApiResult};
-use crate::paced_body::paced;
+use crate::multipart::{FormReader, PartHead};
 use crate::routes::revisions::{
-    download_name, multipart_error, read_form, read_zip_head, too_large, FileSink,
+    download_name, malformed, read_form, read_zip_head, too_large, upload_boundary, FileSink,
 };
 
 /// What the parser made of an upload body.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ParsedUpload {
     /// The download name and size of the `file` part, if there was one.
     pub file: Option<(String, u64)>,
@@ -30,32 +30,35 @@ struct CountingSink {
 impl FileSink for CountingSink {
     type Stored = (String, u64);
 
-    async fn store(&self, mut field: Field<'_>) -> ApiResult<(String, u64)> {
-        let name = download_name(field.file_name());
+    async fn store(&self, head: &PartHead, form: &mut FormReader) -> ApiResult<(String, u64)> {
+        let name = download_name(head.file_name.as_deref());
         let mut size = 0;
-        let mut chunk = Some(read_zip_head(&mut field, self.limit).await?.into());
+        let mut chunk = Some(Bytes::from(read_zip_head(form).await?));
         while let Some(bytes) = chunk {
-            size += <bytes::Bytes>::len(&bytes) as u64;
+            size += bytes.len() as u64;
             if size > self.limit {
                 return Err(too_large(self.limit));
             }
-            chunk = field
-                .chunk()
-                .await
-                .map_err(|e| multipart_error(e, self.limit))?;
+            chunk = form.chunk().await.map_err(malformed)?;
         }
         Ok((name, size))
     }
 }
 
 /// Parses `body` sent with this `Content-Type` header as the upload route
-/// does. A refusal is returned as the status and message the client would get.
+/// does, arriving in pieces of `piece` bytes (the last may be shorter). A
+/// refusal is returned as the status and message the client would get.
 pub async fn parse_upload(
     content_type: &[u8],
-    body: Vec<u8>,
+    body: &[u8],
+    piece: usize,
     limit: u64,
 ) -> Result<ParsedUpload, (u16, String)> {
-    parse_body(content_type, Body::from(body), limit).await
+    let pieces: Vec<Result<Bytes, std::io::Error>> = body
+        .chunks(piece.max(1))
+        .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+        .collect();
+    parse_body(content_type, Body::from_stream(stream::iter(pieces)), limit).await
 }
 
 async fn parse_body(
@@ -67,15 +70,13 @@ async fn parse_body(
         let (status, message) = error.status_and_message();
         (status.as_u16(), message)
     };
-    let request = Request::builder()
-        .method("POST")
-        .header(header::CONTENT_TYPE, content_type)
-        .body(body)
+    let mut headers = HeaderMap::new();
+    let content_type = HeaderValue::from_bytes(content_type)
         .map_err(|_| (400, "not a valid header value".to_owned()))?;
-    let multipart = Multipart::from_request(paced(request), &())
-        .await
-        .map_err(|rejection| (rejection.status().as_u16(), rejection.body_text()))?;
-    let form = read_form(multipart, limit, &CountingSink { limit })
+    headers.insert(header::CONTENT_TYPE, content_type);
+    let boundary = upload_boundary(&headers).map_err(refused)?;
+    let form = FormReader::new(&boundary, body);
+    let form = read_form(form, &CountingSink { limit })
         .await
         .map_err(|(error, _)| refused(error))?;
     Ok(ParsedUpload {
@@ -120,22 +121,24 @@ mod tests {
     #[tokio::test]
     async fn parses_a_form_and_refuses_broken_ones_with_a_4xx() {
         let body = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../a b.zip\"\r\n\r\nPK\x03\x04rest\r\n--B--\r\n";
-        let parsed = parse_upload(TYPE, body.to_vec(), 1024).await.unwrap();
-        assert_eq!(parsed.file, Some(("a_b.zip".to_owned(), 8)));
-        let cut = parse_upload(TYPE, body[..60].to_vec(), 1024)
-            .await
-            .unwrap_err();
-        assert_eq!(cut.0, 400, "{}", cut.1);
-        let large = parse_upload(TYPE, body.to_vec(), 6).await.unwrap_err();
-        assert_eq!(large.0, 413, "{}", large.1);
+        for piece in [1, 2, 5, body.len()] {
+            let parsed = parse_upload(TYPE, body, piece, 1024).await.unwrap();
+            assert_eq!(parsed.file, Some(("a_b.zip".to_owned(), 8)));
+            let cut = parse_upload(TYPE, &body[..60], piece, 1024)
+                .await
+                .unwrap_err();
+            assert_eq!(cut.0, 400, "{}", cut.1);
+            let large = parse_upload(TYPE, body, piece, 6).await.unwrap_err();
+            assert_eq!(large.0, 413, "{}", large.1);
+        }
         let mut latin1 =
             b"--B\r\nContent-Disposition: form-data; name=\"source_version\"\r\n\r\n".to_vec();
         latin1.extend_from_slice(&[0xC2; 200]);
         latin1.extend_from_slice(b"\r\n--B--\r\n");
-        let not_utf8 = parse_upload(TYPE, latin1, 1024).await.unwrap_err();
+        let not_utf8 = parse_upload(TYPE, &latin1, 7, 1024).await.unwrap_err();
         assert_eq!(not_utf8.0, 400, "{}", not_utf8.1);
         assert!(not_utf8.1.contains("not UTF-8"), "{}", not_utf8.1);
-        let no_boundary = parse_upload(b"multipart/form-data", body.to_vec(), 1024)
+        let no_boundary = parse_upload(b"multipart/form-data", body, 4, 1024)
             .await
             .unwrap_err();
         assert_eq!(no_boundary.0, 400, "{}", no_boundary.1);

@@ -6,8 +6,8 @@ mod error;
 mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
+mod multipart;
 mod openapi;
-mod paced_body;
 mod rendered;
 mod routes;
 mod token_cache;

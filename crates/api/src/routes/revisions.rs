@@ -4,10 +4,8 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
-use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
@@ -23,7 +21,7 @@ use super::{authorized_deployment, ResolvedDeployment};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{JsonBody, PathParams};
-use crate::paced_body::pace_request_body;
+use crate::multipart::{form_boundary, FormError, FormReader, PartHead};
 use crate::AppState;
 
 const VERSION: &str = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}";
@@ -37,11 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     let version = OpenApiRouter::new()
         .routes(routes!(list_revisions))
         // The upload enforces its own, configurable limit while streaming.
-        .routes(
-            routes!(upload)
-                .layer(DefaultBodyLimit::disable())
-                .layer(middleware::map_request(pace_request_body)),
-        )
+        .routes(routes!(upload).layer(DefaultBodyLimit::disable()))
         .routes(routes!(read_revision))
         .routes(routes!(download))
         .routes(routes!(rebuild))
@@ -344,11 +338,12 @@ impl<F> Default for UploadForm<F> {
     }
 }
 
-/// Where [`read_form`] streams the `file` part. Parsing is kept apart from
-/// storing so that the parser can be fuzzed without a server (`fuzz/`).
+/// Where [`read_form`] streams the `file` part, whose data `form` gives
+/// next. Parsing is kept apart from storing so that the parser can be fuzzed
+/// without a server (`fuzz/`).
 pub(crate) trait FileSink {
     type Stored;
-    async fn store(&self, field: Field<'_>) -> ApiResult<Self::Stored>;
+    async fn store(&self, head: &PartHead, form: &mut FormReader) -> ApiResult<Self::Stored>;
 }
 
 /// Streams the file part to object storage.
@@ -356,8 +351,8 @@ struct ObjectStoreSink<'a>(&'a AppState);
 
 impl FileSink for ObjectStoreSink<'_> {
     type Stored = NewRevision;
-    async fn store(&self, field: Field<'_>) -> ApiResult<NewRevision> {
-        stream_file(self.0, field).await
+    async fn store(&self, head: &PartHead, form: &mut FormReader) -> ApiResult<NewRevision> {
+        stream_file(self.0, head, form).await
     }
 }
 
@@ -374,7 +369,7 @@ async fn upload(
     Extension(principal): Extension<Principal>,
     PathParams(path): PathParams<VersionPath>,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
     let version = path.resolve(&state, &principal).await?;
     let declared = headers
@@ -384,13 +379,8 @@ async fn upload(
     if declared.is_some_and(|length| length > state.max_upload_bytes + 64 * 1024) {
         return Err(too_large(state.max_upload_bytes));
     }
-    let multipart = multipart.map_err(|_| {
-        ApiError::bad_request(
-            "Send a deployment file as the multipart/form-data part `file`, or the parts \
-             `source_deployment` and `source_version`, or `template_deployment_id`",
-        )
-    })?;
-    let form = read_form(multipart, state.max_upload_bytes, &ObjectStoreSink(&state)).await;
+    let form = FormReader::new(&upload_boundary(&headers)?, body);
+    let form = read_form(form, &ObjectStoreSink(&state)).await;
     let form = match form {
         Ok(form) => form,
         Err((error, stored)) => {
@@ -429,26 +419,41 @@ async fn upload(
     }
 }
 
+/// The form's boundary, from a `multipart/form-data` content type.
+pub(crate) fn upload_boundary(headers: &HeaderMap) -> ApiResult<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(form_boundary)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "Send a deployment file as the multipart/form-data part `file`, or the parts \
+                 `source_deployment` and `source_version`, or `template_deployment_id`",
+            )
+        })
+}
+
 /// An error, and the file already stored that must now be discarded.
-type FormError<F = NewRevision> = (ApiError, Option<F>);
+type FormFailure<F = NewRevision> = (ApiError, Option<F>);
+
+/// The longest text part accepted.
+const MAX_TEXT_BYTES: usize = 256;
 
 /// Reads the parts of an upload form, handing the `file` part to `sink`.
-/// `limit` is the upload limit, for the 413 message.
 pub(crate) async fn read_form<S: FileSink>(
-    mut multipart: Multipart,
-    limit: u64,
+    mut reader: FormReader,
     sink: &S,
-) -> Result<UploadForm<S::Stored>, FormError<S::Stored>> {
+) -> Result<UploadForm<S::Stored>, FormFailure<S::Stored>> {
     let mut form = UploadForm::default();
     loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(field)) => field,
+        let head = match reader.next_part().await {
+            Ok(Some(head)) => head,
             Ok(None) => return Ok(form),
             // A multipart body without any part (what 4.x sends with no file).
             Err(_) if form.is_empty() => return Err((no_source(), None)),
-            Err(error) => return Err((multipart_error(error, limit), form.file)),
+            Err(error) => return Err((malformed(error), form.file)),
         };
-        let name = field.name().unwrap_or_default().to_owned();
+        let name = head.name.clone().unwrap_or_default();
         let text_slot = match name.as_str() {
             "file" if form.file.is_some() => {
                 return Err((
@@ -457,7 +462,8 @@ pub(crate) async fn read_form<S: FileSink>(
                 ));
             }
             "file" => {
-                form.file = Some(sink.store(field).await.map_err(|e| (e, None))?);
+                let stored = sink.store(&head, &mut reader).await;
+                form.file = Some(stored.map_err(|e| (e, None))?);
                 continue;
             }
             "source_deployment" => &mut form.source_deployment,
@@ -471,21 +477,17 @@ pub(crate) async fn read_form<S: FileSink>(
                 return Err((ApiError::bad_request(message), form.file));
             }
         };
-        match read_text(field, &name, limit).await {
+        match read_text(&mut reader, &name).await {
             Ok(text) => *text_slot = Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
             Err(error) => return Err((error, form.file)),
         }
     }
 }
 
-/// The longest text part accepted.
-const MAX_TEXT_BYTES: usize = 256;
-
-/// A text part, read only as far as the longest accepted: `Field::text`
-/// would hold a part of any size in memory before its length is checked.
-async fn read_text(mut field: Field<'_>, name: &str, limit: u64) -> ApiResult<String> {
+/// A text part, read only as far as the longest accepted.
+async fn read_text(reader: &mut FormReader, name: &str) -> ApiResult<String> {
     let mut text = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+    while let Some(chunk) = reader.chunk().await.map_err(malformed)? {
         if text.len() + chunk.len() > MAX_TEXT_BYTES {
             return Err(ApiError::bad_request(format!(
                 "The `{name}` part is too long"
@@ -514,11 +516,11 @@ fn no_source() -> ApiError {
 
 /// The first bytes of the `file` part, once they show the zip signature: a
 /// body that does not start like a zip is refused before anything is stored.
-pub(crate) async fn read_zip_head(field: &mut Field<'_>, limit: u64) -> ApiResult<Vec<u8>> {
+pub(crate) async fn read_zip_head(form: &mut FormReader) -> ApiResult<Vec<u8>> {
     // The first chunk may be shorter than the signature: gather four bytes.
     let mut head = Vec::new();
     while head.len() < ZIP_SIGNATURE.len() {
-        match field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+        match form.chunk().await.map_err(malformed)? {
             Some(chunk) => head.extend_from_slice(&chunk),
             None => break,
         }
@@ -532,10 +534,14 @@ pub(crate) async fn read_zip_head(field: &mut Field<'_>, limit: u64) -> ApiResul
 }
 
 /// Streams the `file` part to object storage as it arrives.
-async fn stream_file(state: &AppState, mut field: Field<'_>) -> ApiResult<NewRevision> {
-    let file_name = download_name(field.file_name());
+async fn stream_file(
+    state: &AppState,
+    part: &PartHead,
+    form: &mut FormReader,
+) -> ApiResult<NewRevision> {
+    let file_name = download_name(part.file_name.as_deref());
     let limit = state.max_upload_bytes;
-    let head = read_zip_head(&mut field, limit).await?;
+    let head = read_zip_head(form).await?;
     let id = Uuid::new_v4();
     let key = FileStore::revision_key(id);
     state
@@ -561,7 +567,7 @@ async fn stream_file(state: &AppState, mut field: Field<'_>) -> ApiResult<NewRev
                     .await?;
                 renewed = Instant::now();
             }
-            chunk = field.chunk().await.map_err(|e| multipart_error(e, limit))?;
+            chunk = form.chunk().await.map_err(malformed)?;
         }
         Ok(())
     }
@@ -599,7 +605,7 @@ async fn resolve_source(
     principal: &Principal,
     path: &VersionPath,
     form: UploadForm<NewRevision>,
-) -> Result<(NewRevision, Trigger), FormError> {
+) -> Result<(NewRevision, Trigger), FormFailure> {
     let has_copy = form.source_deployment.is_some() || form.source_version.is_some();
     let has_template = form.template_deployment_id.is_some();
     if let Some(file) = form.file {
@@ -707,13 +713,9 @@ pub(crate) fn too_large(limit: u64) -> ApiError {
     )
 }
 
-pub(crate) fn multipart_error(error: MultipartError, limit: u64) -> ApiError {
-    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return too_large(limit);
-    }
+pub(crate) fn malformed(error: FormError) -> ApiError {
     ApiError::bad_request(format!(
-        "The multipart body is malformed or was cut off: {}",
-        error.body_text()
+        "The multipart body is malformed or was cut off: {error}"
     ))
 }
 
