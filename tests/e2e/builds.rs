@@ -797,18 +797,36 @@ async fn deleting_a_version_deletes_its_files_after_the_commit() {
 #[tokio::test]
 async fn interrupted_uploads_are_swept_when_their_lease_expires() {
     let app = app().await;
-    // What a server killed mid-upload leaves: a pending record and a partial object.
-    let key = ubiops_files::FileStore::revision_key(uuid::Uuid::new_v4());
-    app.store.begin_upload(&key, 0.1).await.unwrap();
-    let mut partial = app.files.start_upload(&key);
-    partial
-        .write(b"PK\x03\x04partial".as_slice().into())
-        .await
-        .unwrap();
-    partial.finish().await.unwrap();
+    // What a server killed mid-upload leaves: pending records, and a partial
+    // object or the staging file of one still being written.
+    let mut uploads = Vec::new();
+    for _ in 0..2 {
+        let key = ubiops_files::FileStore::revision_key(uuid::Uuid::new_v4());
+        app.store.begin_upload(&key, 0.1).await.unwrap();
+        let mut upload = app.files.start_upload(&key).await.unwrap();
+        upload
+            .write(b"PK\x03\x04partial".as_slice().into())
+            .await
+            .unwrap();
+        uploads.push(upload);
+    }
+    let (killed, finished) = (uploads.pop().unwrap(), uploads.pop().unwrap());
+    finished.finish().await.unwrap();
+    // A killed server runs no destructors.
+    std::mem::forget(killed);
+    let revisions = app.files_dir.path().join("revisions");
+    let files_on_disk = || std::fs::read_dir(&revisions).unwrap().count();
+    assert_eq!(files_on_disk(), 2);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _worker = app.start_worker(1);
     wait_for_stored(&app, 0, "the partial upload was not swept").await;
+    eventually(|| async {
+        match files_on_disk() {
+            0 => Ok(()),
+            left => Err(format!("{left} staging files left")),
+        }
+    })
+    .await;
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_uploads")
         .fetch_one(app.store.pool())
         .await

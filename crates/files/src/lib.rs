@@ -3,6 +3,7 @@
 //! `AWS_*` variables such as AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID).
 //! Keys are made of ids only, so no user input can steer where a file goes.
 
+mod local_upload;
 mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use url::Url;
 use uuid::Uuid;
 
+use local_upload::LocalUpload;
 pub use sweep::{purge_deleted_objects, sweep_expired_uploads};
 
 /// Parts of this size are sent as they fill, so an upload holds at most a few
@@ -62,42 +64,53 @@ pub struct FileStore {
 
 /// An upload being streamed; `finish` or `abort` it.
 pub struct Upload {
-    writer: BufWriter,
+    sink: UploadSink,
     pub key: String,
     pub bytes_written: u64,
 }
 
+enum UploadSink {
+    /// Written to disk chunk by chunk as it arrives (see `local_upload`).
+    Local(LocalUpload),
+    /// Sent in parts of `PART_SIZE`, a few at a time.
+    Remote(BufWriter),
+}
+
 impl Upload {
-    /// Takes the chunk as it came off the socket: `put` keeps the bytes
-    /// instead of copying them into a buffer of its own (a copy of every
-    /// uploaded byte, BENCHMARKS.md).
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), FileError> {
-        let length = chunk.len() as u64;
-        // Any failure to store the part is the store's, as with every write
-        // here (never a missing file).
-        self.writer
-            .put(chunk)
-            .await
-            .map_err(FileError::Unavailable)?;
-        self.bytes_written += length;
+        match &mut self.sink {
+            UploadSink::Local(file) => file.write(&chunk).map_err(unavailable)?,
+            // Copied into the writer's own buffer: a chunk may be a slice of a
+            // larger buffer the server read the request into, which `put`
+            // would keep alive until its whole part is sent.
+            UploadSink::Remote(writer) => writer.write_all(&chunk).await.map_err(unavailable)?,
+        }
+        self.bytes_written += chunk.len() as u64;
         Ok(())
     }
 
-    pub async fn finish(mut self) -> Result<u64, FileError> {
-        self.writer.shutdown().await.map_err(object_io_error)?;
+    pub async fn finish(self) -> Result<u64, FileError> {
+        match self.sink {
+            UploadSink::Local(file) => file.finish().await.map_err(unavailable)?,
+            UploadSink::Remote(mut writer) => writer.shutdown().await.map_err(unavailable)?,
+        }
         Ok(self.bytes_written)
     }
 
     /// Discards what was written (for S3, aborts the multipart upload).
-    pub async fn abort(mut self) -> Result<(), FileError> {
-        self.writer.abort().await?;
+    pub async fn abort(self) -> Result<(), FileError> {
+        match self.sink {
+            UploadSink::Local(file) => file.abort().await.map_err(unavailable)?,
+            UploadSink::Remote(mut writer) => writer.abort().await?,
+        }
         Ok(())
     }
 }
 
-/// BufWriter reports object store failures as io::Error; keep them as
-/// storage unavailability, which is what they are.
-fn object_io_error(error: std::io::Error) -> FileError {
+/// A failed write, to disk or through BufWriter (which reports object store
+/// failures as io::Error), is storage being unavailable, as it is for every
+/// other operation on the store.
+fn unavailable(error: std::io::Error) -> FileError {
     FileError::Unavailable(object_store::Error::Generic {
         store: "object store",
         source: Box::new(error),
@@ -170,14 +183,24 @@ impl FileStore {
         format!("revisions/{revision_id}.zip")
     }
 
-    pub fn start_upload(&self, key: &str) -> Upload {
-        let writer = BufWriter::with_capacity(self.store.clone(), ObjectPath::from(key), PART_SIZE)
-            .with_max_concurrency(PARTS_IN_FLIGHT);
-        Upload {
-            writer,
+    pub async fn start_upload(&self, key: &str) -> Result<Upload, FileError> {
+        let sink = match &self.local_root {
+            // Keys are made of ids only, so this stays inside the root.
+            Some(root) => UploadSink::Local(
+                LocalUpload::create(root.join(key))
+                    .await
+                    .map_err(unavailable)?,
+            ),
+            None => UploadSink::Remote(
+                BufWriter::with_capacity(self.store.clone(), ObjectPath::from(key), PART_SIZE)
+                    .with_max_concurrency(PARTS_IN_FLIGHT),
+            ),
+        };
+        Ok(Upload {
+            sink,
             key: key.to_owned(),
             bytes_written: 0,
-        }
+        })
     }
 
     /// The file as a stream of chunks, and its size.

@@ -21,9 +21,9 @@ use crate::database::Database;
 /// with glibc's allocator that was a fifth of the server's CPU per request.
 /// jemalloc rather than mimalloc: both cut the server's CPU per GET by about a
 /// quarter, but mimalloc's peak RSS during a 1 GiB upload was 100-180 MiB
-/// against jemalloc's 48-84 (both before the upload stopped gathering the
-/// body into chunks of several MB, which brought jemalloc's to 40-49 MiB; the
-/// limit we hold to is 64 MiB).
+/// against jemalloc's 48-84 (both before uploads were written to disk as
+/// they arrive instead of in 5 MiB parts, which brought jemalloc's to
+/// 18-20 MiB; the limit we hold to is 64 MiB).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -78,7 +78,9 @@ pub struct TestApp {
     pub address: SocketAddr,
     pub store: Store,
     pub files: FileStore,
-    _files_dir: tempfile::TempDir,
+    /// The local store's root (unless `TestOptions::files` chose another
+    /// store), and where workers build.
+    pub files_dir: tempfile::TempDir,
     /// An all-projects token for `ADMIN_EMAIL`.
     pub admin_token: String,
     client: reqwest::Client,
@@ -166,7 +168,7 @@ impl TestApp {
             address,
             store,
             files,
-            _files_dir: files_dir,
+            files_dir,
             admin_token,
             client: reqwest::Client::new(),
             server,
@@ -180,7 +182,7 @@ impl TestApp {
     /// takes the build over (correctly, but it makes attempt counts vary).
     /// Tests of lease expiry claim builds with short leases themselves.
     pub fn start_worker(&self, slots: usize) -> TestWorker {
-        let mut config = WorkerConfig::new(slots, self._files_dir.path().join("builds"));
+        let mut config = WorkerConfig::new(slots, self.files_dir.path().join("builds"));
         config.poll_interval = std::time::Duration::from_millis(100);
         self.start_worker_with(config)
     }

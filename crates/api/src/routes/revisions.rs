@@ -548,7 +548,13 @@ async fn stream_file(
         .store
         .begin_upload(&key, state.upload_lease.as_secs_f64())
         .await?;
-    let mut upload = state.files.start_upload(&key);
+    let mut upload = match state.files.start_upload(&key).await {
+        Ok(upload) => upload,
+        Err(error) => {
+            discard(state, &key).await;
+            return Err(error.into());
+        }
+    };
     // An upload's lease is renewed while bytes arrive; if the server dies, the
     // sweep removes the partial file once the lease has run out.
     let renew_every = state.upload_lease / 4;
