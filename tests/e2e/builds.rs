@@ -320,6 +320,22 @@ async fn failed_builds_say_what_to_fix_and_keep_the_previous_revision() {
 }
 
 #[tokio::test]
+async fn a_build_whose_file_went_missing_fails_and_says_so() {
+    let app = app().await;
+    let uploaded = upload(&app, VERSION, deployment_zip(), "model.zip").await;
+    assert_eq!(uploaded.status, StatusCode::CREATED, "{}", uploaded.body);
+    let revision: uuid::Uuid = uploaded.body["revision"].as_str().unwrap().parse().unwrap();
+    // Lost from storage before any worker got to it (an operator's mistake).
+    let key = ubiops_files::FileStore::revision_key(revision);
+    app.files.delete(&key).await.unwrap();
+    let _worker = app.start_worker(1);
+    let build = wait_for_build(&app, VERSION, &uploaded.body["build"]).await;
+    assert_eq!(build["status"], "failed", "{build}");
+    let message = build["error_message"].as_str().unwrap();
+    assert!(message.contains("missing from storage"), "{message}");
+}
+
+#[tokio::test]
 async fn zip_bombs_are_refused_by_the_worker() {
     let app = app().await;
     let mut config = ubiops_worker::WorkerConfig::new(
