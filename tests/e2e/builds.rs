@@ -820,10 +820,7 @@ async fn interrupted_uploads_are_swept_when_their_lease_expires() {
         let key = ubiops_files::FileStore::revision_key(uuid::Uuid::new_v4());
         app.store.begin_upload(&key, 0.1).await.unwrap();
         let mut upload = app.files.start_upload(&key).await.unwrap();
-        upload
-            .write(b"PK\x03\x04partial".as_slice().into())
-            .await
-            .unwrap();
+        upload.write(b"PK\x03\x04partial").await.unwrap();
         uploads.push(upload);
     }
     let (killed, finished) = (uploads.pop().unwrap(), uploads.pop().unwrap());

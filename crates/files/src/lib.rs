@@ -77,13 +77,13 @@ enum UploadSink {
 }
 
 impl Upload {
-    pub async fn write(&mut self, chunk: Bytes) -> Result<(), FileError> {
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), FileError> {
         match &mut self.sink {
-            UploadSink::Local(file) => file.write(&chunk).map_err(unavailable)?,
+            UploadSink::Local(file) => file.write(chunk).map_err(unavailable)?,
             // Copied into the writer's own buffer: a chunk may be a slice of a
             // larger buffer the server read the request into, which `put`
             // would keep alive until its whole part is sent.
-            UploadSink::Remote(writer) => writer.write_all(&chunk).await.map_err(unavailable)?,
+            UploadSink::Remote(writer) => writer.write_all(chunk).await.map_err(unavailable)?,
         }
         self.bytes_written += chunk.len() as u64;
         Ok(())
@@ -178,19 +178,20 @@ impl FileStore {
         }
     }
 
+    /// Where `key` lives on disk, for a local store.
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        // Keys are made of ids only, so this stays inside the root.
+        self.local_root.as_ref().map(|root| root.join(key))
+    }
+
     /// Where a revision's file lives: its id, nothing a user chose.
     pub fn revision_key(revision_id: Uuid) -> String {
         format!("revisions/{revision_id}.zip")
     }
 
     pub async fn start_upload(&self, key: &str) -> Result<Upload, FileError> {
-        let sink = match &self.local_root {
-            // Keys are made of ids only, so this stays inside the root.
-            Some(root) => UploadSink::Local(
-                LocalUpload::create(root.join(key))
-                    .await
-                    .map_err(unavailable)?,
-            ),
+        let sink = match self.local_path(key) {
+            Some(path) => UploadSink::Local(LocalUpload::create(path).await.map_err(unavailable)?),
             None => UploadSink::Remote(
                 BufWriter::with_capacity(self.store.clone(), ObjectPath::from(key), PART_SIZE)
                     .with_max_concurrency(PARTS_IN_FLIGHT),
@@ -221,10 +222,10 @@ impl FileStore {
 
     /// Copies the file to a local path (the build worker inspects it there).
     pub async fn download_to(&self, key: &str, target: &Path) -> Result<u64, FileError> {
-        if let Some(root) = &self.local_root {
+        if let Some(source) = self.local_path(key) {
             // One copy inside the kernel (`io::copy` between files uses
             // copy_file_range) instead of a stream of small chunks.
-            let (source, target) = (root.join(key), target.to_owned());
+            let target = target.to_owned();
             return tokio::task::spawn_blocking(move || {
                 let mut from =
                     std::fs::File::open(&source).map_err(|error| match error.kind() {
@@ -274,11 +275,9 @@ impl FileStore {
     /// AbortIncompleteMultipartUpload lifecycle rule.)
     pub async fn delete_partial(&self, key: &str) -> Result<(), FileError> {
         self.delete(key).await?;
-        let Some(root) = &self.local_root else {
+        let Some(path) = self.local_path(key) else {
             return Ok(());
         };
-        // Keys are made of ids only, so this stays inside the root.
-        let path = root.join(key);
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
             return Ok(());
         };

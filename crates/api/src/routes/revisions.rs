@@ -565,7 +565,7 @@ async fn stream_file(
             if upload.bytes_written + bytes.len() as u64 > limit {
                 return Err(too_large(limit));
             }
-            upload.write(bytes).await?;
+            upload.write(&bytes).await?;
             if renewed.elapsed() > renew_every {
                 state
                     .store
