@@ -11,6 +11,7 @@ mod error;
 mod listing;
 mod projects;
 mod revisions;
+mod sealing;
 mod tokens;
 mod variables;
 mod versions;
@@ -32,7 +33,7 @@ pub use projects::Project;
 pub use revisions::{
     Build, NewRevision, Revision, StoredFile, Trigger, VersionRef, BUILDS_CHANNEL,
 };
-pub use tokens::TokenRecord;
+pub use tokens::{BootstrapOutcome, TokenListing, TokenRecord};
 pub use variables::{ScopeStamp, Variable, VariableScope};
 pub use versions::{DeploymentRef, ResolvedVersion, Version};
 

@@ -1,3 +1,4 @@
+use chrono::{DateTime, Utc};
 use sqlx::Connection as _;
 use ubiops_domain::token::TokenHash;
 use uuid::Uuid;
@@ -11,6 +12,26 @@ pub struct TokenRecord {
     pub email: String,
     /// `None`: every project; otherwise only these project names.
     pub project_scope: Option<Vec<String>>,
+}
+
+/// A token as `ubiops-server token list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenListing {
+    pub id: Uuid,
+    pub email: String,
+    pub project_scope: Option<Vec<String>>,
+    /// Put in place by `UBIOPS_BOOTSTRAP_TOKEN`.
+    pub bootstrap: bool,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What [`Store::ensure_bootstrap_token`] did.
+#[derive(Debug, Clone)]
+pub struct BootstrapOutcome {
+    pub token: TokenRecord,
+    /// Tokens of earlier bootstrap values, revoked now.
+    pub revoked: Vec<Uuid>,
 }
 
 impl Store {
@@ -34,23 +55,46 @@ impl Store {
         Ok(record)
     }
 
-    /// Makes sure a token with this hash exists as an all-projects admin token
-    /// for `email` (the bootstrap token from the environment). Idempotent, and
-    /// safe when several servers start at once.
-    pub async fn ensure_admin_token(&self, hash: &TokenHash, email: &str) -> Result<TokenRecord> {
-        let record = sqlx::query_as!(
+    /// Makes sure a token with this hash exists as the all-projects admin
+    /// token for `email` (the bootstrap token from the environment), and
+    /// revokes any other token an earlier bootstrap value put in place: a
+    /// rotated `UBIOPS_BOOTSTRAP_TOKEN` must not leave the old value valid.
+    /// Idempotent, and safe when several servers start at once (the advisory
+    /// lock orders them; the last value to start wins).
+    pub async fn ensure_bootstrap_token(
+        &self,
+        hash: &TokenHash,
+        email: &str,
+    ) -> Result<BootstrapOutcome> {
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('ubiops.bootstrap_token'))")
+            .execute(&mut *tx)
+            .await?;
+        let revoked = sqlx::query_scalar!(
+            "UPDATE api_tokens SET revoked_at = now()
+             WHERE bootstrap AND revoked_at IS NULL AND token_hash <> $1
+             RETURNING id",
+            hash.as_slice(),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let token = sqlx::query_as!(
             TokenRecord,
-            "INSERT INTO api_tokens (id, token_hash, email, project_scope) VALUES ($1, $2, $3, NULL)
+            "INSERT INTO api_tokens (id, token_hash, email, project_scope, bootstrap)
+             VALUES ($1, $2, $3, NULL, true)
              ON CONFLICT (token_hash)
-             DO UPDATE SET email = EXCLUDED.email, project_scope = NULL, revoked_at = NULL
+             DO UPDATE SET email = EXCLUDED.email, project_scope = NULL, revoked_at = NULL,
+                           bootstrap = true
              RETURNING id, email, project_scope",
             Uuid::new_v4(),
             hash.as_slice(),
             email,
         )
-        .fetch_one(&mut *self.connection().await?)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(record)
+        tx.commit().await?;
+        Ok(BootstrapOutcome { token, revoked })
     }
 
     /// The live (not revoked) token with this hash, if any.
@@ -77,6 +121,46 @@ impl Store {
             .execute(&mut *self.connection().await?)
             .await?;
         Ok(())
+    }
+
+    /// Every token, live or revoked, oldest first: what an operator needs to
+    /// tell them apart. Never the secret, which is not stored.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenListing>> {
+        let tokens = sqlx::query_as!(
+            TokenListing,
+            "SELECT id, email, project_scope, bootstrap, created_at, revoked_at
+             FROM api_tokens ORDER BY created_at, id",
+        )
+        .fetch_all(&mut *self.connection().await?)
+        .await?;
+        Ok(tokens)
+    }
+
+    /// Revokes the live token with this id; `None` when there is no such live
+    /// token (unknown, or revoked already).
+    pub async fn revoke_token_by_id(&self, id: Uuid) -> Result<Option<TokenListing>> {
+        let token = sqlx::query_as!(
+            TokenListing,
+            "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL
+             RETURNING id, email, project_scope, bootstrap, created_at, revoked_at",
+            id,
+        )
+        .fetch_optional(&mut *self.connection().await?)
+        .await?;
+        Ok(token)
+    }
+
+    /// Revokes every live token of this email; returns those it revoked.
+    pub async fn revoke_tokens_by_email(&self, email: &str) -> Result<Vec<TokenListing>> {
+        let tokens = sqlx::query_as!(
+            TokenListing,
+            "UPDATE api_tokens SET revoked_at = now() WHERE email = $1 AND revoked_at IS NULL
+             RETURNING id, email, project_scope, bootstrap, created_at, revoked_at",
+            email,
+        )
+        .fetch_all(&mut *self.connection().await?)
+        .await?;
+        Ok(tokens)
     }
 }
 
