@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ubiops_api::DEFAULT_TOKEN_CACHE_TTL;
+use ubiops_domain::secrets::Keyring;
 use ubiops_domain::token::validate_email;
 use ubiops_domain::version::InstanceTypeCatalog;
 use url::Url;
@@ -17,12 +18,19 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ORGANIZATION: &str = "self-hosted";
 pub const DEFAULT_BOOTSTRAP_EMAIL: &str = "admin@localhost";
 const MIN_BOOTSTRAP_TOKEN_LENGTH: usize = 16;
+/// Long enough for a PostgreSQL started beside the server (a Compose stack,
+/// a host booting) to initialise, short enough that a wrong host fails the
+/// start visibly.
+const DEFAULT_DATABASE_WAIT_SECONDS: &str = "60";
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     /// `None`: run the embedded PostgreSQL in `<data dir>/postgres`.
     pub database_url: Option<String>,
+    /// How long to keep trying an external database that cannot be reached
+    /// at start (it may be starting too).
+    pub database_wait: Duration,
     pub data_dir: PathBuf,
     pub storage_url: Url,
     pub bootstrap_token: Option<BootstrapToken>,
@@ -75,6 +83,7 @@ impl Config {
         Ok(Config {
             listen: parse("UBIOPS_LISTEN", DEFAULT_LISTEN)?,
             database_url: database_url()?,
+            database_wait: database_wait()?,
             storage_url,
             bootstrap_token: bootstrap_token()?,
             organization_name: organization_name()?,
@@ -83,8 +92,8 @@ impl Config {
                 &var("UBIOPS_EXTRA_INSTANCE_TYPES").unwrap_or_default(),
             )
             .context("UBIOPS_EXTRA_INSTANCE_TYPES")?,
-            secret_key: var("UBIOPS_SECRET_KEY"),
-            previous_secret_keys: var("UBIOPS_PREVIOUS_SECRET_KEYS").unwrap_or_default(),
+            secret_key: secret_key()?,
+            previous_secret_keys: previous_secret_keys()?,
             build_workers: parse("UBIOPS_BUILD_WORKERS", "2")?,
             max_upload_bytes: parse::<u64>("UBIOPS_MAX_UPLOAD_MB", "2048")?
                 .saturating_mul(1024 * 1024),
@@ -155,6 +164,17 @@ fn database_url() -> anyhow::Result<Option<String>> {
     Ok(Some(raw))
 }
 
+fn database_wait() -> anyhow::Result<Duration> {
+    let seconds: u64 = parse(
+        "UBIOPS_DATABASE_WAIT_SECONDS",
+        DEFAULT_DATABASE_WAIT_SECONDS,
+    )?;
+    if seconds > 3600 {
+        bail!("UBIOPS_DATABASE_WAIT_SECONDS: use 0 to 3600 seconds, not {seconds}");
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
 fn parse_storage_url(raw: &str) -> anyhow::Result<Url> {
     let url = Url::parse(raw).map_err(|e| anyhow::anyhow!("invalid value '{raw}': {e}"))?;
     match url.scheme() {
@@ -184,6 +204,24 @@ fn bootstrap_token() -> anyhow::Result<Option<BootstrapToken>> {
     let email = email.unwrap_or_else(|| DEFAULT_BOOTSTRAP_EMAIL.to_owned());
     validate_email(&email).context("UBIOPS_BOOTSTRAP_EMAIL")?;
     Ok(Some(BootstrapToken { token, email }))
+}
+
+/// Checked here, before anything starts; which keys the stored secrets need
+/// is checked once the database is open (keyring.rs).
+fn secret_key() -> anyhow::Result<Option<String>> {
+    let key = var("UBIOPS_SECRET_KEY");
+    if let Some(key) = &key {
+        Keyring::from_hex(key, &[]).context("UBIOPS_SECRET_KEY")?;
+    }
+    Ok(key)
+}
+
+fn previous_secret_keys() -> anyhow::Result<String> {
+    let keys = var("UBIOPS_PREVIOUS_SECRET_KEYS").unwrap_or_default();
+    for key in keys.split(',').map(str::trim).filter(|key| !key.is_empty()) {
+        Keyring::from_hex(key, &[]).context("UBIOPS_PREVIOUS_SECRET_KEYS")?;
+    }
+    Ok(keys)
 }
 
 fn organization_name() -> anyhow::Result<String> {

@@ -3,11 +3,13 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::PgConnectOptions;
+use tokio::time::Instant;
 use ubiops_embedded_postgres::{running_cluster_url, ClusterConfig, EmbeddedPostgres};
-use ubiops_storage::Store;
+use ubiops_storage::{StorageError, Store};
 
 use crate::config::Config;
 
@@ -21,11 +23,14 @@ pub struct Database {
 }
 
 impl Database {
-    /// For `serve`: start (or reuse) the cluster, connect, migrate.
+    /// For `serve`: start (or reuse) the cluster, connect, migrate. An
+    /// external database that cannot be reached yet is tried again for up to
+    /// `wait` (it may still be starting, as in a Compose stack).
     pub async fn open(
         database_url: Option<&str>,
         data_dir: &Path,
         pool_size: u32,
+        wait: Duration,
     ) -> anyhow::Result<Self> {
         let (url, embedded) = match database_url {
             Some(url) => (url.to_owned(), None),
@@ -34,7 +39,7 @@ impl Database {
                 (cluster.database_url(), Some(cluster))
             }
         };
-        let store = connect(&url, pool_size).await?;
+        let store = connect(&url, pool_size, wait).await?;
         store
             .migrate()
             .await
@@ -47,11 +52,12 @@ impl Database {
     pub async fn open_for_command(
         database_url: Option<&str>,
         data_dir: &Path,
+        wait: Duration,
     ) -> anyhow::Result<Self> {
         if database_url.is_none() {
             let dir = Config::embedded_postgres_dir(data_dir);
             if let Some(url) = running_cluster_url(&dir, EMBEDDED_DATABASE) {
-                let store = connect(&url, 4).await?;
+                let store = connect(&url, 4, Duration::ZERO).await?;
                 store
                     .migrate()
                     .await
@@ -62,7 +68,7 @@ impl Database {
                 });
             }
         }
-        Self::open(database_url, data_dir, 4).await
+        Self::open(database_url, data_dir, 4, wait).await
     }
 
     /// Closes the pool, then stops the embedded cluster if we started it.
@@ -86,16 +92,48 @@ async fn start_embedded(data_dir: &Path) -> anyhow::Result<EmbeddedPostgres> {
     Ok(cluster)
 }
 
-async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Store> {
+/// Connects, trying again while the database is unavailable (refused,
+/// unresolvable, starting up: `StorageError::Unavailable`) until `wait` has
+/// passed. Any other error (a wrong password, a missing database) will not
+/// go away by waiting and stops at once.
+async fn connect(url: &str, pool_size: u32, wait: Duration) -> anyhow::Result<Store> {
     // The URL may hold a password: say which database failed without echoing it.
     let options =
         PgConnectOptions::from_str(url).context("DATABASE_URL: not a valid PostgreSQL URL")?;
     let target = format!(
-        "{}/{}",
+        "{}:{}/{}",
         options.get_host(),
+        options.get_port(),
         options.get_database().unwrap_or("")
     );
-    Store::connect(options, pool_size)
-        .await
-        .with_context(|| format!("could not connect to PostgreSQL at {target}"))
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match Store::connect(options.clone(), pool_size).await {
+            Ok(store) => return Ok(store),
+            Err(error @ StorageError::Unavailable(_)) if Instant::now() + pause < deadline => {
+                tracing::warn!(
+                    database = %target,
+                    error = %error,
+                    retry_in_ms = pause.as_millis() as u64,
+                    "PostgreSQL is not reachable yet; waiting for it (UBIOPS_DATABASE_WAIT_SECONDS)"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(error @ StorageError::Unavailable(_)) if !wait.is_zero() => {
+                return Err(error).with_context(|| {
+                    format!(
+                        "could not connect to PostgreSQL at {target} within {} s \
+                         (UBIOPS_DATABASE_WAIT_SECONDS)",
+                        wait.as_secs()
+                    )
+                })
+            }
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("could not connect to PostgreSQL at {target}"))
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@ mod config;
 mod database;
 mod keyring;
 mod serve;
+mod tokens;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -15,7 +16,6 @@ use ubiops_domain::names::validate_resource_name;
 use ubiops_domain::token::{generate_token, hash_token, validate_email};
 
 use crate::config::Config;
-use crate::database::Database;
 
 /// Requests allocate many small, short-lived buffers (headers, rows, JSON);
 /// with glibc's allocator that was a fifth of the server's CPU per request.
@@ -67,6 +67,22 @@ enum TokenCommand {
         #[arg(long = "project", value_name = "PROJECT")]
         projects: Vec<String>,
     },
+    /// List the API tokens (never their values, which are not stored).
+    List {
+        /// Include revoked tokens.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a token by its id (from `token list`), or every token of an email.
+    /// Running servers refuse it within UBIOPS_TOKEN_CACHE_SECONDS.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "email"])))]
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: Option<String>,
+        /// Revoke every live token of this email instead.
+        #[arg(long)]
+        email: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,9 +99,11 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve::serve(Config::from_env()?).await,
             Command::Worker => serve::work(Config::from_env()?).await,
-            Command::Token {
-                command: TokenCommand::Create { email, projects },
-            } => create_token(&email, projects).await,
+            Command::Token { command } => match command {
+                TokenCommand::Create { email, projects } => create_token(&email, projects).await,
+                TokenCommand::List { all } => tokens::list(all).await,
+                TokenCommand::Revoke { id, email } => tokens::revoke(id, email).await,
+            },
         }
     });
     match result {
@@ -118,8 +136,7 @@ async fn create_token(email: &str, projects: Vec<String>) -> anyhow::Result<()> 
     for project in &projects {
         validate_resource_name("project", project).context("--project")?;
     }
-    let (database_url, data_dir) = Config::database_only()?;
-    let database = Database::open_for_command(database_url.as_deref(), &data_dir).await?;
+    let database = tokens::open_database().await?;
     let token = generate_token();
     let scope = (!projects.is_empty()).then_some(projects.as_slice());
     let stored = database

@@ -16,7 +16,6 @@ use crate::database::Database;
 use crate::keyring::load_keyring;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let keyring = load_keyring(&config)?;
     let files = FileStore::open(&config.storage_url).context("UBIOPS_STORAGE_URL")?;
     tracing::info!(storage = %config.storage_url, "object storage ready");
 
@@ -24,8 +23,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.database_url.as_deref(),
         &config.data_dir,
         config.database_pool_size,
+        config.database_wait,
     )
     .await?;
+    // After the database: whether a key may be generated depends on what it holds.
+    let keyring = match load_keyring(&config, &database.store).await {
+        Ok(keyring) => keyring,
+        Err(error) => {
+            database.close().await?;
+            return Err(error);
+        }
+    };
     ensure_tokens(&database, &config).await?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -78,8 +86,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub async fn work(config: Config) -> anyhow::Result<()> {
     let files = FileStore::open(&config.storage_url).context("UBIOPS_STORAGE_URL")?;
     // Beside a server on the embedded database, share its running cluster.
-    let database =
-        Database::open_for_command(config.database_url.as_deref(), &config.data_dir).await?;
+    let database = Database::open_for_command(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        config.database_wait,
+    )
+    .await?;
     let slots = config.build_workers.max(1);
     tracing::info!(slots, "build worker running");
     let (stop, stopping) = watch::channel(false);
@@ -108,12 +120,15 @@ fn worker_config(config: &Config, slots: usize) -> WorkerConfig {
 /// token, a generated admin token printed once (only its hash is stored).
 async fn ensure_tokens(database: &Database, config: &Config) -> anyhow::Result<()> {
     if let Some(bootstrap) = &config.bootstrap_token {
-        database
+        let outcome = database
             .store
-            .ensure_admin_token(&hash_token(&bootstrap.token), &bootstrap.email)
+            .ensure_bootstrap_token(&hash_token(&bootstrap.token), &bootstrap.email)
             .await
             .context("could not store UBIOPS_BOOTSTRAP_TOKEN")?;
-        tracing::info!(email = %bootstrap.email, "bootstrap admin token is in place");
+        tracing::info!(email = %bootstrap.email, id = %outcome.token.id, "bootstrap admin token is in place");
+        for id in outcome.revoked {
+            tracing::info!(%id, "revoked the token of an earlier UBIOPS_BOOTSTRAP_TOKEN value");
+        }
     }
     let token = generate_token();
     let created = database
