@@ -13,7 +13,7 @@ use serde_json::json;
 const BINARY: &str = env!("CARGO_BIN_EXE_ubiops-server");
 
 /// A temp data dir that PostgreSQL's unprivileged user can enter (tests run as root).
-fn data_dir() -> tempfile::TempDir {
+pub(crate) fn data_dir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("ubiops-cli-test")
         .tempdir()
@@ -30,7 +30,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn command(data_dir: &Path) -> Command {
+pub(crate) fn command(data_dir: &Path) -> Command {
     let mut command = Command::new(BINARY);
     command
         .env_clear()
@@ -40,15 +40,15 @@ fn command(data_dir: &Path) -> Command {
     command
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     stdout: std::sync::mpsc::Receiver<String>,
     log: PathBuf,
 }
 
 impl Server {
-    fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+    pub(crate) fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log = data_dir.join("server.log");
         let mut command = command(data_dir);
@@ -95,7 +95,7 @@ impl Server {
         self.stdout.try_iter().collect()
     }
 
-    fn get(&self, token: &str, path: &str) -> reqwest::blocking::Response {
+    pub(crate) fn get(&self, token: &str, path: &str) -> reqwest::blocking::Response {
         reqwest::blocking::Client::new()
             .get(format!("{}/v2.1{path}", self.base))
             .header("Authorization", format!("Token {token}"))
@@ -103,7 +103,7 @@ impl Server {
             .unwrap()
     }
 
-    fn post(
+    pub(crate) fn post(
         &self,
         token: &str,
         path: &str,
@@ -118,7 +118,7 @@ impl Server {
     }
 
     /// Project `p`, plain deployment `d`, version `v1`.
-    fn create_version_v1(&self, token: &str) {
+    pub(crate) fn create_version_v1(&self, token: &str) {
         for (path, body) in [
             ("/projects", json!({"name": "p"})),
             (
@@ -135,7 +135,7 @@ impl Server {
     }
 
     /// SIGTERM, then wait for a clean exit.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn terminate(mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: kill(2) on our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -162,11 +162,11 @@ impl Drop for Server {
     }
 }
 
-fn run(command: &mut Command) -> Output {
+pub(crate) fn run(command: &mut Command) -> Output {
     command.stdin(Stdio::null()).output().unwrap()
 }
 
-fn last_line(output: &Output) -> String {
+pub(crate) fn last_line(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .last()

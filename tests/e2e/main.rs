@@ -15,6 +15,7 @@ mod faults;
 mod listing;
 mod newer_clients;
 mod openapi;
+mod operations;
 mod projects;
 mod races;
 mod routing;
