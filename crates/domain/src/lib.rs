@@ -14,6 +14,7 @@ pub mod text;
 pub mod token;
 pub mod variable;
 pub mod version;
+pub mod version_settings;
 
 pub use error::ValidationError;
 

@@ -471,3 +471,14 @@ impl Store {
         Ok(build)
     }
 }
+
+/// Queues a rebuild of `revision_id` inside a caller's transaction, for a
+/// change to the version that needs its revision built again (a new
+/// environment).
+pub(crate) async fn queue_rebuild(
+    conn: &mut PgConnection,
+    version_id: Uuid,
+    revision_id: Uuid,
+) -> Result<Build> {
+    queue_build(conn, version_id, revision_id, Trigger::Rebuild).await
+}
