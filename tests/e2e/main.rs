@@ -13,6 +13,7 @@ mod connections;
 mod deployments;
 mod faults;
 mod listing;
+mod logs;
 mod newer_clients;
 mod openapi;
 mod projects;

@@ -7,6 +7,7 @@ pub mod deployment;
 pub mod environment;
 mod error;
 pub mod labels;
+pub mod logs;
 pub mod names;
 pub mod secrets;
 pub mod stable_id;

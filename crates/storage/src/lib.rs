@@ -9,6 +9,7 @@ pub mod connections;
 mod deployments;
 mod error;
 mod listing;
+mod logs;
 mod projects;
 mod revisions;
 mod tokens;
@@ -28,6 +29,7 @@ pub use builds::{BuildOutcome, ClaimedBuild, SERVICE_ACTOR};
 pub use deployments::Deployment;
 pub use error::StorageError;
 pub use listing::{Listed, RowStamp, RowVersion};
+pub use logs::{LogLine, LogTags, NewLogLine};
 pub use projects::Project;
 pub use revisions::{
     Build, NewRevision, Revision, StoredFile, Trigger, VersionRef, BUILDS_CHANNEL,

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Connection as _;
 use sqlx::PgConnection;
 use ubiops_domain::audit::AuditAction;
+use ubiops_domain::logs::Level;
 use uuid::Uuid;
 
 use crate::audit::{deployment_event as version_event, record};
@@ -138,6 +139,8 @@ async fn queue_build(
     )
     .execute(&mut *conn)
     .await?;
+    let line = format!("Build queued: {} of revision {revision_id}", trigger.as_str());
+    crate::logs::append_for_build(conn, build.id, &[(Level::Info, line)]).await?;
     Ok(build)
 }
 
@@ -467,6 +470,8 @@ impl Store {
             version_event(version.deployment, AuditAction::Update, actor, event),
         )
         .await?;
+        let line = format!("Build cancelled by {}", actor.email);
+        crate::logs::append_for_build(&mut tx, id, &[(Level::Info, line)]).await?;
         tx.commit().await?;
         Ok(build)
     }

@@ -5,6 +5,7 @@ mod audit;
 mod deployments;
 mod environments;
 mod instance_type_groups;
+mod logs;
 mod projects;
 pub(crate) mod revisions;
 mod user;
@@ -39,6 +40,7 @@ pub fn api_routes(state: AppState) -> OpenApiRouter {
         .merge(revisions::routes())
         .merge(environments::routes())
         .merge(instance_type_groups::routes())
+        .merge(logs::routes())
         .route_layer(middleware::from_fn(require_project_access));
     let authenticated = OpenApiRouter::new()
         .merge(projects::routes())
