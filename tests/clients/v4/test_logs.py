@@ -37,6 +37,13 @@ def project(core):
     return PROJECT
 
 
+@pytest.fixture(scope="module")
+def signed_in(cli, server, project):
+    cli("signin", "--token", "--api", server.api, "--password", f"Token {server.token}")
+    cli("current_project", "set", PROJECT)
+    return cli
+
+
 def stage_lines(output):
     """The build lines among what a wait printed (status lines and dots aside)."""
     return [line for line in output.splitlines() if line.startswith("Build")]
@@ -101,9 +108,8 @@ def test_logs_list_filters_pages_and_refuses_bad_queries(core, project):
         assert expected in json.loads(failure.value.body)["error"]
 
 
-def test_cli_versions_wait_streams_logs_and_reports_success(cli, server, core, project, good_zip):
-    cli("signin", "--token", "--api", server.api, "--password", f"Token {server.token}")
-    cli("current_project", "set", PROJECT)
+def test_cli_versions_wait_streams_logs_and_reports_success(signed_in, core, good_zip):
+    cli = signed_in
     upload = core.revisions_file_upload(PROJECT, DEPLOYMENT, "v1", file=str(good_zip))
     output = cli("versions", "wait", "v1", "--deployment_name", DEPLOYMENT, "--stream_logs")
     assert "Status: success" in output, output
@@ -125,14 +131,15 @@ def test_cli_versions_wait_streams_logs_and_reports_success(cli, server, core, p
     assert "unknown label `colour`" in refused, refused
 
 
-def test_cli_versions_wait_reports_a_failed_build_with_its_error(cli, core, project, broken_zip):
+def test_cli_versions_wait_reports_a_failed_build_with_its_error(signed_in, core, broken_zip):
+    cli = signed_in
     upload = core.revisions_file_upload(PROJECT, DEPLOYMENT, "broken", file=str(broken_zip))
     output = cli("versions", "wait", "broken", "--deployment_name", DEPLOYMENT, "--stream_logs")
     assert "Status: failed" in output, output
-    assert "Error message: Deployment revision: failed: deployment.py line 2" in output, output
+    assert "Error message: Deployment revision: failed: deployment_package/deployment.py line 2: " in output, output
     lines = stage_lines(output)
     assert lines[0] == f"Build queued: Deployment file upload of revision {upload.revision}", output
-    assert lines[-1].startswith("Build failed: deployment.py line 2"), output
+    assert lines[-1].startswith("Build failed: deployment_package/deployment.py line 2: "), output
     with pytest.raises(StatusError):
         ubiops.utils.wait_for_revision(
             client=core.api_client, project_name=PROJECT, deployment_name=DEPLOYMENT, version="broken",

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use ubiops_domain::logs::{line_date, line_id, LogQuery, V3Request};
@@ -52,7 +52,9 @@ struct LogsCreate {
 struct LogResponse {
     id: String,
     log: String,
-    date: DateTime<Utc>,
+    /// ISO 8601 with nanoseconds, always nine digits, so dates sort as text.
+    #[schema(value_type = String, format = DateTime)]
+    date: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     deployment_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,7 +72,7 @@ impl From<LogLine> for LogResponse {
         LogResponse {
             id: line_id(line.ns),
             log: line.text,
-            date: line_date(line.ns),
+            date: timestamp_str(line.ns),
             deployment_name: line.deployment_name,
             deployment_version: line.version_name,
             build_id: line.build_id.map(|id| id.to_string()),
@@ -114,7 +116,7 @@ impl From<LogLine> for LogListItem {
     fn from(line: LogLine) -> Self {
         LogListItem {
             timestamp: line.ns,
-            timestamp_str: line_date(line.ns).to_rfc3339_opts(SecondsFormat::Nanos, true),
+            timestamp_str: timestamp_str(line.ns),
             log: line.text,
             metadata: LogMetadata {
                 deployment_name: line.deployment_name,
@@ -146,6 +148,10 @@ struct LogsListParams {
     /// At most this many lines (default 1000, at most 5000).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 5000)]
     limit: Option<String>,
+}
+
+fn timestamp_str(ns: i64) -> String {
+    line_date(ns).to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
 fn now_ns() -> i64 {
