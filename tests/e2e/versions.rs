@@ -823,3 +823,46 @@ async fn changing_the_environment_rebuilds_the_active_revision_in_it() {
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     assert!(refused.error().contains("`language` cannot be changed"));
 }
+
+#[tokio::test]
+async fn changing_the_environment_while_a_build_is_pending_rebuilds_the_pending_revision() {
+    use crate::builds::{deployment_zip, upload, upload_and_build, wait_for_build};
+
+    let app = app().await;
+    create(&app, json!({"version": "v1", "environment": "python3-10"})).await;
+    let version = format!("{BASE}/v1");
+    let worker = app.start_worker(1);
+    let (first, _) = upload_and_build(&app, &version, deployment_zip()).await;
+    drop(worker);
+    // A newer upload waits for a worker while the environment changes.
+    let second = upload(&app, &version, deployment_zip(), "second.zip").await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.body);
+    assert_ne!(second.body["revision"], first["revision"]);
+    let changed = app
+        .patch(&version, json!({"environment": "python3-11"}))
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_ne!(changed.body["latest_build"], second.body["build"]);
+    assert_eq!(changed.body["latest_revision"], second.body["revision"]);
+
+    let _worker = app.start_worker(1);
+    for build in [&second.body["build"], &changed.body["latest_build"]] {
+        assert_eq!(
+            wait_for_build(&app, &version, build).await["status"],
+            "success"
+        );
+    }
+    let after = app.get(&version).await.body;
+    assert_eq!(
+        (
+            &after["status"],
+            &after["environment_name"],
+            &after["active_revision"]
+        ),
+        (
+            &json!("available"),
+            &json!("python3-11"),
+            &second.body["revision"]
+        )
+    );
+}

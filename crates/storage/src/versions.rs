@@ -337,9 +337,17 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| on_unique_violation(e, || duplicate_version(deployment.name, &settings.name)))?;
-        // A new environment needs the active revision built in it; the build
+        // A new environment needs the version's code built in it; the build
         // is queued with the change, so the version is `building` at once.
-        let rebuild = match current.active_revision {
+        // While a build is pending, its revision is where the version is
+        // heading (rebuilding the older active one would finish last and
+        // bring it back); otherwise that is the active revision.
+        let target = if current.status == VersionStatus::Building {
+            current.latest_revision
+        } else {
+            current.active_revision
+        };
+        let rebuild = match target {
             Some(revision) if settings.language != old_language => {
                 Some(queue_rebuild(&mut tx, current.id, revision).await?)
             }
