@@ -16,6 +16,7 @@ mod listing;
 mod logs;
 mod newer_clients;
 mod openapi;
+mod parity;
 mod projects;
 mod races;
 mod routing;

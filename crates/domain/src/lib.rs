@@ -9,6 +9,7 @@ mod error;
 pub mod labels;
 pub mod logs;
 pub mod names;
+pub mod query;
 pub mod secrets;
 pub mod stable_id;
 pub mod text;

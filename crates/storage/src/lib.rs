@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use batch::Batcher;
 use connections::{Connections, Lease};
 
-pub use audit::{AuditEvent, NewAuditEvent};
+pub use audit::{AuditEvent, AuditScope, NewAuditEvent};
 pub use builds::{BuildOutcome, ClaimedBuild, SERVICE_ACTOR};
 pub use deployments::Deployment;
 pub use error::StorageError;
@@ -32,7 +32,8 @@ pub use listing::{Listed, RowStamp, RowVersion};
 pub use logs::{LogLine, LogTags, NewLogLine};
 pub use projects::Project;
 pub use revisions::{
-    Build, NewRevision, Revision, StoredFile, Trigger, VersionRef, BUILDS_CHANNEL,
+    Build, NewRevision, Revision, StoredFile, TemplateDeployment, Trigger, VersionRef,
+    BUILDS_CHANNEL,
 };
 pub use tokens::TokenRecord;
 pub use variables::{ScopeStamp, Variable, VariableScope};

@@ -126,13 +126,15 @@ def test_cli_signin_status_and_projects(cli, server):
     assert "Unauthorized" in cli("status")
     output = cli("signin", "--token", "--api", server.api, "--password", f"Token {server.token}")
     assert "Welcome to UbiOps!" in output
-    assert f"Selected project: {PROJECT}" in output  # the first (and only) project
+    # Sign-in selects the first project by name (earlier modules made others).
+    first = sorted(p["name"] for p in cli.json("projects", "list"))[0]
+    assert f"Selected project: {first}" in output
+    cli("current_project", "set", PROJECT)
     status = cli("status")
     assert "Authorized" in status and f"email: {BOOTSTRAP_EMAIL}" in status
     assert f"api: {server.api}" in status and f"project: {PROJECT}" in status
-    projects = cli.json("projects", "list")
-    assert {"name": PROJECT, "organization_name": "self-hosted"}.items() <= projects[0].items()
-    cli("current_project", "set", PROJECT)
+    projects = {p["name"]: p for p in cli.json("projects", "list")}
+    assert {"name": PROJECT, "organization_name": "self-hosted"}.items() <= projects[PROJECT].items()
 
 
 def test_cli_create_deploy_wait_download(cli, good_package_dir, tmp_path):
