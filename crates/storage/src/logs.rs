@@ -210,12 +210,14 @@ impl Store {
         // A revision filter also matches a build's id: newer clients read
         // the answer of a rebuild (a build) as a revision and then wait for
         // that "revision" by its id.
-        // One statement for both directions: the window bounds the scan of
-        // `logs_by_project`, and the direction only decides which end of it
-        // the limit keeps.
-        let mut lines = sqlx::query_as!(
-            LogLine,
-            r#"SELECT ns, text, system, level, deployment_name, version_name,
+        // Two statements that differ only in their order, so that each reads
+        // `logs_by_project` in its own direction and stops at the limit.
+        let mut connection = self.connection().await?;
+        let lines = match window.keep {
+            Keep::Oldest => {
+                sqlx::query_as!(
+                    LogLine,
+                    r#"SELECT ns, text, system, level, deployment_name, version_name,
                       build_id, revision_id, deployment_request_id
                FROM logs
                WHERE project_id = $1 AND ns BETWEEN $2 AND $3
@@ -236,35 +238,85 @@ impl Store {
                  AND level <> ALL($17::text[])
                  AND text LIKE ALL($18::text[])
                  AND NOT text LIKE ANY($19::text[])
-               ORDER BY CASE WHEN $20 THEN ns END DESC, ns
-               LIMIT $21"#,
-            project_id,
-            window.from_ns,
-            window.to_ns,
-            filter.deployment_name.equals.as_deref(),
-            &filter.deployment_name.not_equals,
-            filter.deployment_version.equals.as_deref(),
-            &filter.deployment_version.not_equals,
-            filter.revision_id.equals,
-            &filter.revision_id.not_equals,
-            filter.build_id.equals,
-            &filter.build_id.not_equals,
-            filter.deployment_request_id.equals,
-            &filter.deployment_request_id.not_equals,
-            filter.system.equals,
-            &filter.system.not_equals,
-            filter.level.equals.as_deref(),
-            &filter.level.not_equals,
-            &contains,
-            &excludes,
-            window.keep == Keep::Newest,
-            window.limit,
-        )
-        .fetch_all(&mut *self.connection().await?)
-        .await?;
-        if window.keep == Keep::Newest {
-            lines.reverse();
-        }
+               ORDER BY ns
+               LIMIT $20"#,
+                    project_id,
+                    window.from_ns,
+                    window.to_ns,
+                    filter.deployment_name.equals.as_deref(),
+                    &filter.deployment_name.not_equals,
+                    filter.deployment_version.equals.as_deref(),
+                    &filter.deployment_version.not_equals,
+                    filter.revision_id.equals,
+                    &filter.revision_id.not_equals,
+                    filter.build_id.equals,
+                    &filter.build_id.not_equals,
+                    filter.deployment_request_id.equals,
+                    &filter.deployment_request_id.not_equals,
+                    filter.system.equals,
+                    &filter.system.not_equals,
+                    filter.level.equals.as_deref(),
+                    &filter.level.not_equals,
+                    &contains,
+                    &excludes,
+                    window.limit,
+                )
+                .fetch_all(&mut *connection)
+                .await?
+            }
+            Keep::Newest => {
+                let mut newest = sqlx::query_as!(
+                    LogLine,
+                    r#"SELECT ns, text, system, level, deployment_name, version_name,
+                      build_id, revision_id, deployment_request_id
+               FROM logs
+               WHERE project_id = $1 AND ns BETWEEN $2 AND $3
+                 AND ($4::text IS NULL OR deployment_name = $4)
+                 AND (deployment_name IS NULL OR deployment_name <> ALL($5::text[]))
+                 AND ($6::text IS NULL OR version_name = $6)
+                 AND (version_name IS NULL OR version_name <> ALL($7::text[]))
+                 AND ($8::uuid IS NULL OR revision_id = $8 OR build_id = $8)
+                 AND NOT (coalesce(revision_id = ANY($9::uuid[]), false)
+                          OR coalesce(build_id = ANY($9::uuid[]), false))
+                 AND ($10::uuid IS NULL OR build_id = $10)
+                 AND (build_id IS NULL OR build_id <> ALL($11::uuid[]))
+                 AND ($12::uuid IS NULL OR deployment_request_id = $12)
+                 AND (deployment_request_id IS NULL OR deployment_request_id <> ALL($13::uuid[]))
+                 AND ($14::bool IS NULL OR system = $14)
+                 AND system <> ALL($15::bool[])
+                 AND ($16::text IS NULL OR level = $16)
+                 AND level <> ALL($17::text[])
+                 AND text LIKE ALL($18::text[])
+                 AND NOT text LIKE ANY($19::text[])
+               ORDER BY ns DESC
+               LIMIT $20"#,
+                    project_id,
+                    window.from_ns,
+                    window.to_ns,
+                    filter.deployment_name.equals.as_deref(),
+                    &filter.deployment_name.not_equals,
+                    filter.deployment_version.equals.as_deref(),
+                    &filter.deployment_version.not_equals,
+                    filter.revision_id.equals,
+                    &filter.revision_id.not_equals,
+                    filter.build_id.equals,
+                    &filter.build_id.not_equals,
+                    filter.deployment_request_id.equals,
+                    &filter.deployment_request_id.not_equals,
+                    filter.system.equals,
+                    &filter.system.not_equals,
+                    filter.level.equals.as_deref(),
+                    &filter.level.not_equals,
+                    &contains,
+                    &excludes,
+                    window.limit,
+                )
+                .fetch_all(&mut *connection)
+                .await?;
+                newest.reverse();
+                newest
+            }
+        };
         Ok(lines)
     }
 
