@@ -218,7 +218,7 @@ async fn instance_types_are_listed_and_paged() {
         .unwrap();
     assert_eq!(
         (&small["memory"], &small["accelerator"]),
-        (&json!(512.0), &json!(0.0))
+        (&json!(512), &json!(0))
     );
 
     let first = app.get("/projects/p/instance-types?limit=4").await.body;

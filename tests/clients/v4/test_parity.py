@@ -136,6 +136,10 @@ def test_cli_audit_events_instance_types_and_deployments(signed_in):
 
     types = signed_in.json("instance_types", "list")
     assert "512mb" in {t["name"] for t in types}
+    # The tables print nested fields (node_pool cluster type) of every type.
+    assert "512mb" in signed_in("instance_types", "list")
+    group = next(t for t in types if t["name"] == "512mb")
+    assert "local" in signed_in("instance_type_groups", "get", group["id"])
 
     assert [d["name"] for d in signed_in.json("deployments", "list")] == [DEPLOYMENT]
     revisions = signed_in.json("revisions", "list", "--deployment_name", DEPLOYMENT, "--version_name", "v1")

@@ -32,10 +32,10 @@ struct InstanceTypePage {
     results: Vec<InstanceTypeResponse>,
 }
 
-/// Instances are processes on this machine: no dedicated CPUs, disk, node
-/// pool or credits to report.
+/// Instances are processes on this machine: no dedicated CPUs, disk or
+/// credits to report. Instance type groups list their types in this shape too.
 #[derive(Serialize, ToSchema)]
-struct InstanceTypeResponse {
+pub(super) struct InstanceTypeResponse {
     /// The same id as the instance type's group.
     id: Uuid,
     time_created: DateTime<Utc>,
@@ -43,27 +43,45 @@ struct InstanceTypeResponse {
     display_name: String,
     cpu: Option<f64>,
     /// MiB, as `memory_allocation`.
-    memory: f64,
+    memory: i32,
     storage: Option<f64>,
-    accelerator: f64,
+    /// 1 for a GPU type.
+    accelerator: i32,
     credit_rate: f64,
     dedicated_node: bool,
+    node_pool: NodePool,
+}
+
+/// Where instances run; the CLI prints `node_pool.cluster.type`.
+#[derive(Serialize, ToSchema)]
+struct NodePool {
+    cluster: Cluster,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Cluster {
+    /// Always `local`: instances run on the server's own machine.
+    #[serde(rename = "type")]
+    kind: &'static str,
 }
 
 impl InstanceTypeResponse {
     /// Built-in types exist as long as the project does.
-    fn new(since: DateTime<Utc>, instance_type: &InstanceType) -> Self {
+    pub(super) fn new(since: DateTime<Utc>, instance_type: &InstanceType) -> Self {
         InstanceTypeResponse {
             id: instance_type.group_id(),
             time_created: since,
             name: instance_type.name.clone(),
             display_name: instance_type.name.clone(),
             cpu: None,
-            memory: f64::from(instance_type.memory_mib),
+            memory: instance_type.memory_mib,
             storage: None,
-            accelerator: f64::from(u8::from(instance_type.is_gpu())),
+            accelerator: i32::from(instance_type.is_gpu()),
             credit_rate: 0.0,
             dedicated_node: false,
+            node_pool: NodePool {
+                cluster: Cluster { kind: "local" },
+            },
         }
     }
 }
