@@ -5,11 +5,8 @@ Both test sets (v3 with ubiops 3.13, v4 with the newest 4.x and the CLI) run in
 their own virtual environment, so nothing here imports `ubiops`.
 """
 
-import io
 import os
 import sys
-import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,22 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 from local_server import LocalServer, ServerDidNotStart, stop  # noqa: E402
-BOOTSTRAP_EMAIL = "conformance@example.com"
-
-GOOD_DEPLOYMENT = '''\
-class Deployment:
-    def __init__(self, base_directory, context):
-        self.greeting = "hello"
-
-    def request(self, data):
-        return {"output": f"{self.greeting} {data}"}
-'''
-
-BROKEN_DEPLOYMENT = '''\
-class Deployment:
-    def __init__(self, base_directory, context)
-        pass
-'''
+from shared import BOOTSTRAP_EMAIL, BROKEN_DEPLOYMENT, GOOD_DEPLOYMENT, make_zip, poll  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -59,15 +41,6 @@ def worker(server):
     stop(process)
 
 
-def make_zip(files):
-    """A zip with `files` ({path: text}) in a top-level folder, as the UbiOps template has."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, text in files.items():
-            archive.writestr(f"deployment_package/{name}", text)
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="session")
 def good_zip(tmp_path_factory):
     path = tmp_path_factory.mktemp("zips") / "good deployment.zip"
@@ -89,15 +62,3 @@ def good_package_dir(tmp_path_factory):
     (directory / "deployment.py").write_text(GOOD_DEPLOYMENT)
     (directory / "requirements.txt").write_text("numpy==1.26.4\n")
     return directory
-
-
-def poll(read, done, timeout=120, interval=0.25):
-    """Calls `read()` until `done(value)` holds; returns the value (fails on timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting after {timeout} s; last value: {value}")
-        time.sleep(interval)

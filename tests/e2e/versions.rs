@@ -515,3 +515,354 @@ async fn version_changes_appear_in_the_deployment_audit_list() {
     assert_eq!(audit.body[0]["object_type"], "deployment");
     assert_eq!(audit.body[0]["object_name"], "d");
 }
+
+/// Everything 4.x's `DeploymentVersionCreate` can send, with values other
+/// than the defaults.
+fn newer_clients_settings() -> Value {
+    json!({
+        "environment": "python3-11", "environment_tag": "latest",
+        "instance_type_group_name": "1024mb", "maximum_instances": 3, "minimum_instances": 1,
+        "maximum_idle_time": 60, "description": "every 4.x field", "labels": {"k": "v"},
+        "request_retention_time": 3600, "request_retention_mode": "none",
+        "maximum_queue_size": 250, "restart_request_interruption": true,
+        "ports": [{"public_port": 2222, "deployment_port": 22, "protocol": "tcp"}],
+        "scaling_strategy": "accelerated", "instance_processes": 2,
+        "health_check": {"port": 8080, "path": "/status", "timeout": 3, "interval": 5,
+                         "failure_threshold": 3},
+        "command": ["python", "serve.py"], "args": ["--port", "8080"]
+    })
+}
+
+#[tokio::test]
+async fn newer_clients_settings_round_trip_through_create_get_list_and_update() {
+    let app = app().await;
+    let mut body = newer_clients_settings();
+    body["version"] = json!("v1");
+    let created = create(&app, body.clone()).await;
+    assert_shape(&created);
+    for (key, value) in body.as_object().unwrap() {
+        if key != "environment" && key != "instance_type_group_name" {
+            assert_eq!(&created[key], value, "{key}");
+        }
+    }
+    assert_eq!(
+        (
+            &created["environment_name"],
+            &created["instance_type_group_name"]
+        ),
+        (&json!("python3-11"), &json!("1024mb"))
+    );
+    // One queue size for 4.x is both of API v2.1's.
+    assert_eq!(
+        (
+            &created["maximum_queue_size_express"],
+            &created["maximum_queue_size_batch"]
+        ),
+        (&json!(250), &json!(250))
+    );
+    assert_eq!(app.get(&format!("{BASE}/v1")).await.body, created);
+    let listed = app.get(BASE).await.body;
+    assert_eq!(listed[0], created);
+
+    let updated = app
+        .patch(
+            &format!("{BASE}/v1"),
+            json!({
+                "scaling_strategy": "moderate", "instance_processes": 1, "maximum_queue_size": 9,
+                "ports": [], "health_check": {"port": 81, "path": "/"}, "args": null,
+                "environment_tag": null
+            }),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    let expected = json!({
+        "scaling_strategy": "moderate", "instance_processes": 1, "maximum_queue_size": 9,
+        "maximum_queue_size_express": 9, "ports": [], "args": null, "environment_tag": null,
+        "command": ["python", "serve.py"],
+        "health_check": {"port": 81, "path": "/", "interval": null, "timeout": null,
+                         "failure_threshold": 1}
+    });
+    for (key, value) in expected.as_object().unwrap() {
+        assert_eq!(&updated.body[key], value, "{key}");
+    }
+    assert_eq!(app.get(&format!("{BASE}/v1")).await.body, updated.body);
+}
+
+#[tokio::test]
+async fn versions_created_with_api_v2_1_fields_show_the_newer_defaults() {
+    let app = app().await;
+    let body = create(
+        &app,
+        json!({"version": "v1", "maximum_queue_size_express": 5}),
+    )
+    .await;
+    let expected = json!({
+        "environment_tag": null, "scaling_strategy": "default", "instance_processes": 1,
+        "ports": [], "health_check": null, "command": null, "args": null,
+        "maximum_queue_size": 100000, "maximum_queue_size_express": 5
+    });
+    for (key, value) in expected.as_object().unwrap() {
+        assert_eq!(&body[key], value, "{key}");
+    }
+}
+
+#[tokio::test]
+async fn bad_newer_settings_are_refused_naming_the_field() {
+    let app = app().await;
+    for (bad, named) in [
+        (json!({"scaling_strategy": "fast"}), "scaling_strategy"),
+        (json!({"instance_processes": 0}), "instance_processes"),
+        (json!({"maximum_queue_size": -1}), "maximum_queue_size"),
+        (
+            json!({"maximum_queue_size": 10, "maximum_queue_size_express": 11}),
+            "maximum_queue_size_express",
+        ),
+        (
+            json!({"ports": [{"public_port": 70000, "deployment_port": 22, "protocol": "tcp"}]}),
+            "ports[0].public_port",
+        ),
+        (
+            json!({"ports": [{"public_port": 22, "deployment_port": 22, "protocol": "sctp"}]}),
+            "ports[0].protocol",
+        ),
+        (json!({"ports": "22"}), "ports"),
+        (
+            json!({"health_check": {"path": "/status"}}),
+            "health_check.port",
+        ),
+        (
+            json!({"health_check": {"port": 80, "path": "status"}}),
+            "health_check.path",
+        ),
+        (
+            json!({"health_check": {"port": 80, "path": "/", "interval": 0}}),
+            "health_check.interval",
+        ),
+        (
+            json!({"health_check": {"port": 80, "path": "/", "retries": 3}}),
+            "retries",
+        ),
+        (json!({"command": "python serve.py"}), "command"),
+        (json!({"args": [1, 2]}), "args"),
+        (json!({"environment_tag": "v1"}), "environment_tag"),
+    ] {
+        let mut body = bad.clone();
+        body["version"] = json!("v1");
+        let response = app.post(BASE, body).await;
+        assert_eq!(
+            response.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            response.body
+        );
+        assert!(
+            response.error().contains(named),
+            "{bad}: {}",
+            response.error()
+        );
+    }
+    assert_eq!(app.get(BASE).await.body, json!([]));
+}
+
+#[tokio::test]
+async fn environment_tags_are_those_the_environment_lists() {
+    let app = app().await;
+    let tags = app
+        .get("/projects/p/environments/python3-10/tags")
+        .await
+        .body;
+    let listed: Vec<&str> = tags
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tag| tag["name"].as_str().unwrap())
+        .collect();
+    for tag in &listed {
+        let body = create(
+            &app,
+            json!({"version": format!("v-{tag}"), "environment": "python3-10", "environment_tag": tag}),
+        )
+        .await;
+        assert_eq!(body["environment_tag"], *tag);
+    }
+    let refused = app
+        .post(
+            BASE,
+            json!({"version": "v2", "environment": "python3-10", "environment_tag": "v1"}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refused.error(),
+        format!(
+            "Unknown environment_tag 'v1' for environment 'python3-10': use one of {}",
+            listed.join(", ")
+        )
+    );
+    let refused = app
+        .patch(
+            &format!("{BASE}/v-latest"),
+            json!({"environment_tag": "nightly"}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.error().contains("environment_tag 'nightly'"));
+}
+
+#[tokio::test]
+async fn the_default_flag_follows_the_deployments_default_version() {
+    let app = app().await;
+    let first = create(&app, json!({"version": "v1"})).await;
+    let second = create(&app, json!({"version": "v2"})).await;
+    assert_eq!(
+        (&first["default"], &second["default"]),
+        (&json!(true), &json!(false))
+    );
+    let flags = |list: Value| -> Vec<(String, bool)> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["version"].as_str().unwrap().to_owned(),
+                    v["default"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        flags(app.get(BASE).await.body),
+        [("v1".to_owned(), true), ("v2".to_owned(), false)]
+    );
+    set_status(&app, "v2", "available").await;
+    let switched = app
+        .patch(
+            "/projects/p/deployments/d",
+            json!({"default_version": "v2"}),
+        )
+        .await;
+    assert_eq!(switched.status, StatusCode::OK, "{}", switched.body);
+    assert_eq!(app.get(&format!("{BASE}/v2")).await.body["default"], true);
+    assert_eq!(app.get(&format!("{BASE}/v1")).await.body["default"], false);
+    let renamed = app
+        .patch(&format!("{BASE}/v2"), json!({"description": "d"}))
+        .await;
+    assert_eq!(renamed.body["default"], true);
+}
+
+#[tokio::test]
+async fn changing_the_environment_rebuilds_the_active_revision_in_it() {
+    use crate::builds::{deployment_zip, upload_and_build, wait_for_build};
+
+    let app = app().await;
+    create(&app, json!({"version": "v1", "environment": "python3-10"})).await;
+    // Without an active revision the environment just changes.
+    let changed = app
+        .patch(&format!("{BASE}/v1"), json!({"environment": "python3-11"}))
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(
+        (
+            &changed.body["environment_name"],
+            &changed.body["status"],
+            &changed.body["latest_build"]
+        ),
+        (&json!("python3-11"), &json!("unavailable"), &Value::Null)
+    );
+
+    let _worker = app.start_worker(1);
+    let version = format!("{BASE}/v1");
+    let (uploaded, built) = upload_and_build(&app, &version, deployment_zip()).await;
+    assert_eq!(built["status"], "success", "{built}");
+    let changed = app
+        .patch(&version, json!({"environment": "python2-7"}))
+        .await;
+    assert_eq!(changed.status, StatusCode::BAD_REQUEST, "{}", changed.body);
+    assert!(changed
+        .error()
+        .starts_with("Unknown environment 'python2-7'"));
+
+    let changed = app
+        .patch(&version, json!({"environment": "python3-9"}))
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(changed.body["status"], "building");
+    assert_eq!(changed.body["environment_name"], "python3-9");
+    assert_eq!(changed.body["language"], "python3.9");
+    assert_ne!(changed.body["latest_build"], built["id"]);
+    assert_eq!(changed.body["latest_revision"], uploaded["revision"]);
+    let rebuild = wait_for_build(&app, &version, &changed.body["latest_build"]).await;
+    assert_eq!(
+        (
+            &rebuild["status"],
+            &rebuild["trigger"],
+            &rebuild["revision"]
+        ),
+        (&json!("success"), &json!("Rebuild"), &uploaded["revision"])
+    );
+    let after = app.get(&version).await.body;
+    assert_eq!(
+        (
+            &after["status"],
+            &after["environment_name"],
+            &after["active_revision"]
+        ),
+        (
+            &json!("available"),
+            &json!("python3-9"),
+            &uploaded["revision"]
+        )
+    );
+    // The same environment again queues nothing.
+    let same = app
+        .patch(&version, json!({"environment": "python3-9"}))
+        .await;
+    assert_eq!(same.body["latest_build"], changed.body["latest_build"]);
+    // 3.13's `language` stays fixed, as documented for API v2.1.
+    let refused = app.patch(&version, json!({"language": "python3.8"})).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.error().contains("`language` cannot be changed"));
+}
+
+#[tokio::test]
+async fn changing_the_environment_while_a_build_is_pending_rebuilds_the_pending_revision() {
+    use crate::builds::{deployment_zip, upload, upload_and_build, wait_for_build};
+
+    let app = app().await;
+    create(&app, json!({"version": "v1", "environment": "python3-10"})).await;
+    let version = format!("{BASE}/v1");
+    let worker = app.start_worker(1);
+    let (first, _) = upload_and_build(&app, &version, deployment_zip()).await;
+    drop(worker);
+    // A newer upload waits for a worker while the environment changes.
+    let second = upload(&app, &version, deployment_zip(), "second.zip").await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.body);
+    assert_ne!(second.body["revision"], first["revision"]);
+    let changed = app
+        .patch(&version, json!({"environment": "python3-11"}))
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_ne!(changed.body["latest_build"], second.body["build"]);
+    assert_eq!(changed.body["latest_revision"], second.body["revision"]);
+
+    let _worker = app.start_worker(1);
+    for build in [&second.body["build"], &changed.body["latest_build"]] {
+        assert_eq!(
+            wait_for_build(&app, &version, build).await["status"],
+            "success"
+        );
+    }
+    let after = app.get(&version).await.body;
+    assert_eq!(
+        (
+            &after["status"],
+            &after["environment_name"],
+            &after["active_revision"]
+        ),
+        (
+            &json!("available"),
+            &json!("python3-11"),
+            &second.body["revision"]
+        )
+    );
+}

@@ -140,6 +140,12 @@ fn to_json(item: &impl Serialize) -> ApiResult<Bytes> {
 /// JSON already serialized.
 pub(crate) struct RenderedJson(Bytes);
 
+impl RenderedJson {
+    pub(crate) fn empty_array() -> Self {
+        RenderedJson(Bytes::from_static(b"[]"))
+    }
+}
+
 impl IntoResponse for RenderedJson {
     fn into_response(self) -> Response {
         ([(header::CONTENT_TYPE, "application/json")], self.0).into_response()

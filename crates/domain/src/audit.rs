@@ -1,5 +1,6 @@
 //! Audit events: what was done, to which object, by whom.
 
+use crate::query::bounded_integer;
 use crate::ValidationError;
 
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -76,37 +77,13 @@ impl AuditQuery {
                 ))
             })?),
         };
-        let limit = parse_bounded("limit", limit, DEFAULT_LIMIT, 1, MAX_LIMIT)?;
-        let offset = parse_bounded("offset", offset, 0, 0, i64::MAX)?;
+        let limit = bounded_integer("limit", limit, DEFAULT_LIMIT, 1, MAX_LIMIT)?;
+        let offset = bounded_integer("offset", offset, 0, 0, i64::MAX)?;
         Ok(Self {
             action,
             limit,
             offset,
         })
-    }
-}
-
-fn parse_bounded(
-    name: &str,
-    raw: Option<&str>,
-    default: i64,
-    min: i64,
-    max: i64,
-) -> Result<i64, ValidationError> {
-    let Some(raw) = raw.filter(|raw| !raw.is_empty()) else {
-        return Ok(default);
-    };
-    let bounds = if max == i64::MAX {
-        format!("a whole number of at least {min}")
-    } else {
-        format!("a whole number from {min} to {max}")
-    };
-    match raw.parse::<i64>() {
-        Ok(value) if (min..=max).contains(&value) => Ok(value),
-        _ => Err(ValidationError::new(format!(
-            "Invalid `{name}` '{}': use {bounds}",
-            raw.chars().take(40).collect::<String>()
-        ))),
     }
 }
 

@@ -7,13 +7,16 @@ pub mod deployment;
 pub mod environment;
 mod error;
 pub mod labels;
+pub mod logs;
 pub mod names;
+pub mod query;
 pub mod secrets;
 pub mod stable_id;
 pub mod text;
 pub mod token;
 pub mod variable;
 pub mod version;
+pub mod version_settings;
 
 pub use error::ValidationError;
 

@@ -5,10 +5,13 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::deployment::nullable;
-use crate::environment::language_of_environment;
+use crate::environment::{environment_name, language_of_environment};
 use crate::labels::{validate_labels, Labels};
 use crate::names::validate_resource_name;
 use crate::stable_id::stable_id;
+use crate::version_settings::{
+    complete_health_check, HealthCheck, Port, RuntimeSettings, ScalingStrategy,
+};
 use crate::{text, ValidationError};
 
 pub const DEFAULT_LANGUAGE: &str = "python3.7";
@@ -323,17 +326,32 @@ pub struct VersionSettings {
     pub maximum_queue_size_batch: i32,
     pub static_ip: bool,
     pub restart_request_interruption: bool,
+    /// The settings only newer clients send (`version_settings`).
+    pub runtime: RuntimeSettings,
+}
+
+impl VersionSettings {
+    /// The one queue size of newer clients. Setting it sets both of API
+    /// v2.1's queues; reading it shows the batch queue's, the one whose
+    /// default (100000) newer clients show as theirs.
+    pub fn maximum_queue_size(&self) -> i32 {
+        self.maximum_queue_size_batch
+    }
 }
 
 /// Body of `deployment_versions_create` and `deployment_versions_update`:
-/// one shape, as both take the same settings. Create needs `version`; update
-/// cannot change `language`. `description`, `labels`, `monitoring` and
-/// `default_notification_group` may be `null` to clear them.
+/// one shape, as both take the same settings. Create needs `version`.
+/// `description`, `labels`, `monitoring`, `default_notification_group`,
+/// `environment_tag`, `ports`, `health_check`, `command` and `args` may be
+/// `null` to clear them.
 ///
-/// Newer clients name two settings differently: `environment` (or
-/// `environment_name`) for `language`, and `instance_type_group_id` or
-/// `instance_type_group_name` for `instance_type`. Every name of a setting is
-/// accepted; when several are sent they must agree.
+/// Newer clients name three settings differently: `environment` (or
+/// `environment_name`) for `language`, `instance_type_group_id` or
+/// `instance_type_group_name` for `instance_type`, and `maximum_queue_size`
+/// for the two queue sizes. Every name of a setting is accepted; when several
+/// are sent they must agree. An update may change the environment (newer
+/// clients do; the version then rebuilds), but not through `language`, which
+/// API v2.1 documents as fixed.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VersionRequest {
@@ -380,6 +398,22 @@ pub struct VersionRequest {
     pub static_ip: Option<bool>,
     #[serde(default)]
     pub restart_request_interruption: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub environment_tag: Option<Option<String>>,
+    #[serde(default)]
+    pub maximum_queue_size: Option<i32>,
+    #[serde(default)]
+    pub scaling_strategy: Option<ScalingStrategy>,
+    #[serde(default)]
+    pub instance_processes: Option<i32>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub ports: Option<Option<Vec<Port>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub health_check: Option<Option<HealthCheck>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub command: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub args: Option<Option<Vec<String>>>,
 }
 
 impl VersionRequest {
@@ -411,6 +445,7 @@ impl VersionRequest {
             maximum_queue_size_batch: DEFAULT_QUEUE_SIZE_BATCH,
             static_ip: false,
             restart_request_interruption: false,
+            runtime: RuntimeSettings::default(),
         };
         self.apply(defaults, catalog)
     }
@@ -424,11 +459,12 @@ impl VersionRequest {
         catalog: &InstanceTypeCatalog,
     ) -> Result<VersionSettings, ValidationError> {
         if self
-            .requested_language()?
+            .language
+            .as_deref()
             .is_some_and(|l| l != current.language)
         {
             return Err(ValidationError::new(
-                "`language` (`environment`) cannot be changed after a version is created: create a new version instead",
+                "`language` cannot be changed after a version is created: change `environment` instead (the version then rebuilds), or create a new version",
             ));
         }
         self.apply(current, catalog)
@@ -505,6 +541,9 @@ impl VersionRequest {
         mut settings: VersionSettings,
         catalog: &InstanceTypeCatalog,
     ) -> Result<VersionSettings, ValidationError> {
+        if let Some(language) = self.requested_language()? {
+            settings.language = language.to_owned();
+        }
         // memory_allocation, instance_type and the instance type group are
         // views of one setting.
         if let Some(instance_type) = self.requested_instance_type(catalog)? {
@@ -545,7 +584,50 @@ impl VersionRequest {
             settings.default_notification_group =
                 notification_group("default_notification_group", group)?;
         }
+        if let Some(size) = self.maximum_queue_size {
+            for (field, other) in [
+                (
+                    "maximum_queue_size_express",
+                    self.maximum_queue_size_express,
+                ),
+                ("maximum_queue_size_batch", self.maximum_queue_size_batch),
+            ] {
+                if other.is_some_and(|other| other != size) {
+                    return Err(ValidationError::new(format!(
+                        "`maximum_queue_size` and `{field}` name different sizes ({size} and {}): send one of them, or matching values",
+                        other.unwrap_or_default()
+                    )));
+                }
+            }
+            settings.maximum_queue_size_express = size;
+            settings.maximum_queue_size_batch = size;
+        }
+        let runtime = &mut settings.runtime;
+        if let Some(tag) = self.environment_tag {
+            runtime.environment_tag = tag;
+        }
+        if let Some(strategy) = self.scaling_strategy {
+            runtime.scaling_strategy = strategy;
+        }
+        if let Some(processes) = self.instance_processes {
+            runtime.instance_processes = processes;
+        }
+        if let Some(ports) = self.ports {
+            runtime.ports = ports.unwrap_or_default();
+        }
+        if let Some(check) = self.health_check {
+            runtime.health_check = check.map(complete_health_check);
+        }
+        if let Some(command) = self.command {
+            runtime.command = command;
+        }
+        if let Some(args) = self.args {
+            runtime.args = args;
+        }
         validate(&settings, catalog)?;
+        settings
+            .runtime
+            .validate(&environment_name(&settings.language))?;
         Ok(settings)
     }
 }
@@ -688,6 +770,7 @@ mod tests {
                 maximum_queue_size_batch: 100000,
                 static_ip: false,
                 restart_request_interruption: false,
+                runtime: RuntimeSettings::default(),
             }
         );
     }
@@ -770,10 +853,105 @@ mod tests {
             err.starts_with("Unknown environment 'ubuntu22-04'"),
             "{err}"
         );
-        // An update may repeat the environment, never change it.
-        assert!(update(&by_environment, json!({"environment": "python3-8"})).is_ok());
-        let err = update(&by_environment, json!({"environment_name": "python3-9"})).unwrap_err();
-        assert!(err.contains("cannot be changed"), "{err}");
+        // An update may change the environment, not through `language`.
+        assert_eq!(
+            update(&by_environment, json!({"environment": "python3-8"})).unwrap(),
+            by_environment
+        );
+        let changed = update(&by_environment, json!({"environment_name": "python3-9"})).unwrap();
+        assert_eq!(changed.language, "python3.9");
+        let err = update(&by_environment, json!({"language": "python3.9"})).unwrap_err();
+        assert!(err.contains("`language` cannot be changed"), "{err}");
+        let err = update(&by_environment, json!({"environment": "java"})).unwrap_err();
+        assert!(err.starts_with("Unknown environment 'java'"), "{err}");
+        // A tag must be one of the new environment's.
+        let tagged = update(&by_environment, json!({"environment_tag": "latest"})).unwrap();
+        assert_eq!(tagged.runtime.environment_tag.as_deref(), Some("latest"));
+        assert!(update(&tagged, json!({"environment": "r4-0"})).is_ok());
+    }
+
+    #[test]
+    fn newer_clients_settings_are_applied_checked_and_cleared() {
+        let body = json!({
+            "version": "v",
+            "environment": "python3-11",
+            "environment_tag": "latest",
+            "scaling_strategy": "moderate",
+            "instance_processes": 2,
+            "maximum_queue_size": 500,
+            "ports": [{"public_port": 2222, "deployment_port": 22, "protocol": "tcp"}],
+            "health_check": {"port": 8080, "path": "/status", "timeout": 3, "interval": 5},
+            "command": ["python", "serve.py"],
+            "args": ["--verbose"],
+        });
+        let settings = create(body).unwrap();
+        let runtime = &settings.runtime;
+        assert_eq!(runtime.environment_tag.as_deref(), Some("latest"));
+        assert_eq!(runtime.scaling_strategy, ScalingStrategy::Moderate);
+        assert_eq!(runtime.instance_processes, 2);
+        assert_eq!(runtime.ports.len(), 1);
+        let check = runtime.health_check.as_ref().unwrap();
+        // The documented default threshold is filled in.
+        assert_eq!(
+            (check.interval, check.failure_threshold),
+            (Some(5), Some(1))
+        );
+        assert_eq!(
+            runtime.command.as_deref(),
+            Some(&["python".to_owned(), "serve.py".to_owned()][..])
+        );
+        // One queue size for newer clients is both of API v2.1's.
+        assert_eq!(
+            (
+                settings.maximum_queue_size_express,
+                settings.maximum_queue_size_batch,
+                settings.maximum_queue_size()
+            ),
+            (500, 500, 500)
+        );
+
+        let cleared = update(
+            &settings,
+            json!({"environment_tag": null, "ports": null, "health_check": null, "command": null, "args": []}),
+        )
+        .unwrap();
+        assert_eq!(cleared.runtime.environment_tag, None);
+        assert!(cleared.runtime.ports.is_empty() && cleared.runtime.health_check.is_none());
+        assert_eq!(
+            (cleared.runtime.command, cleared.runtime.args),
+            (None, Some(vec![]))
+        );
+        assert_eq!(cleared.runtime.instance_processes, 2);
+
+        for (bad, names) in [
+            (json!({"environment_tag": "v1"}), "environment_tag"),
+            // serde names the expected values; over HTTP the path names the field.
+            (
+                json!({"scaling_strategy": "fast"}),
+                "expected one of `default`, `moderate`, `accelerated`",
+            ),
+            (json!({"instance_processes": 0}), "instance_processes"),
+            (json!({"maximum_queue_size": -1}), "maximum_queue_size"),
+            (
+                json!({"ports": [{"public_port": 0, "deployment_port": 1, "protocol": "tcp"}]}),
+                "ports[0].public_port",
+            ),
+            (json!({"health_check": {"path": "/"}}), "health_check.port"),
+            (json!({"command": "python serve.py"}), "expected a sequence"),
+            (
+                json!({"maximum_queue_size": 10, "maximum_queue_size_batch": 20}),
+                "maximum_queue_size_batch",
+            ),
+        ] {
+            let mut body = bad.clone();
+            body["version"] = json!("v");
+            let err = create(body).unwrap_err();
+            assert!(err.contains(names), "{bad}: {err}");
+        }
+        assert!(create(
+            json!({"version": "v", "maximum_queue_size": 7, "maximum_queue_size_express": 7})
+        )
+        .is_ok());
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct Config {
     /// How long a verified API token is trusted before the database is asked
     /// again (the bound on how long a revoked token keeps working).
     pub token_cache_ttl: Duration,
+    /// How long log lines are kept; older ones are deleted by the sweep.
+    pub log_retention: Duration,
 }
 
 /// An admin token whose value the operator chose (`UBIOPS_BOOTSTRAP_TOKEN`).
@@ -103,6 +105,7 @@ impl Config {
                 "UBIOPS_TOKEN_CACHE_SECONDS",
                 &DEFAULT_TOKEN_CACHE_TTL.as_secs().to_string(),
             )?),
+            log_retention: log_retention()?,
             data_dir,
         })
     }
@@ -144,6 +147,15 @@ fn lease(name: &str, default: &str) -> anyhow::Result<Duration> {
         bail!("{name}: use 2 to 3600 seconds, not {seconds}");
     }
     Ok(Duration::from_secs(seconds))
+}
+
+/// `UBIOPS_LOG_RETENTION_DAYS`: whole days, at least one.
+fn log_retention() -> anyhow::Result<Duration> {
+    let days: u64 = parse("UBIOPS_LOG_RETENTION_DAYS", "30")?;
+    if !(1..=36_500).contains(&days) {
+        bail!("UBIOPS_LOG_RETENTION_DAYS: use 1 to 36500 days, not {days}");
+    }
+    Ok(Duration::from_secs(days * 86_400))
 }
 
 fn absolute(path: PathBuf) -> std::io::Result<PathBuf> {

@@ -113,6 +113,7 @@ pub async fn work(config: Config) -> anyhow::Result<()> {
 fn worker_config(config: &Config, slots: usize) -> WorkerConfig {
     let mut worker = WorkerConfig::new(slots, config.data_dir.join("builds"));
     worker.lease = config.build_lease;
+    worker.log_retention = config.log_retention;
     worker
 }
 

@@ -6,6 +6,7 @@
 
 use sqlx::Connection as _;
 use ubiops_domain::audit::AuditAction;
+use ubiops_domain::logs::Level;
 use uuid::Uuid;
 
 use crate::audit::deployment_event as version_event;
@@ -137,6 +138,8 @@ impl Store {
             let actor = Actor {
                 email: SERVICE_ACTOR.to_owned(),
             };
+            let line = format!("Build failed: {message}");
+            crate::logs::append_for_build(&mut tx, row.id, &[(Level::Error, line)]).await?;
             let event = format!(
                 "Build {} of version {} of deployment {} failed: {message}",
                 row.id, row.version_name, row.deployment_name

@@ -9,6 +9,7 @@ pub mod connections;
 mod deployments;
 mod error;
 mod listing;
+mod logs;
 mod projects;
 mod revisions;
 mod sealing;
@@ -24,14 +25,16 @@ use sqlx::PgPool;
 use batch::Batcher;
 use connections::{Connections, Lease};
 
-pub use audit::{AuditEvent, NewAuditEvent};
+pub use audit::{AuditEvent, AuditScope, NewAuditEvent};
 pub use builds::{BuildOutcome, ClaimedBuild, SERVICE_ACTOR};
 pub use deployments::Deployment;
 pub use error::StorageError;
 pub use listing::{Listed, RowStamp, RowVersion};
+pub use logs::{LogLine, LogTags, NewLogLine};
 pub use projects::Project;
 pub use revisions::{
-    Build, NewRevision, Revision, StoredFile, Trigger, VersionRef, BUILDS_CHANNEL,
+    Build, NewRevision, Revision, StoredFile, TemplateDeployment, Trigger, VersionRef,
+    BUILDS_CHANNEL,
 };
 pub use tokens::{BootstrapOutcome, TokenListing, TokenRecord};
 pub use variables::{ScopeStamp, Variable, VariableScope};

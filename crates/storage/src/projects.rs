@@ -83,3 +83,13 @@ impl Store {
 pub(crate) fn project_not_found(name: &str) -> StorageError {
     StorageError::NotFound(format!("Project '{name}' not found"))
 }
+
+impl Store {
+    /// When this database was set up.
+    pub async fn installed_at(&self) -> Result<DateTime<Utc>> {
+        let created_at = sqlx::query_scalar!("SELECT created_at FROM installation")
+            .fetch_one(&mut *self.connection().await?)
+            .await?;
+        Ok(created_at)
+    }
+}

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Connection as _;
 use sqlx::PgConnection;
 use ubiops_domain::audit::AuditAction;
+use ubiops_domain::logs::Level;
 use uuid::Uuid;
 
 use crate::audit::{deployment_event as version_event, record};
@@ -29,9 +30,12 @@ pub struct Revision {
     pub version: String,
     pub creation_date: DateTime<Utc>,
     pub created_by: String,
-    /// Status and error of the revision's newest build.
+    /// Status, error and findings of the revision's newest build (or of the
+    /// build the revision was looked up by).
     pub status: Option<String>,
     pub error_message: Option<String>,
+    pub has_request_method: Option<bool>,
+    pub has_requests_method: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +142,11 @@ async fn queue_build(
     )
     .execute(&mut *conn)
     .await?;
+    let line = format!(
+        "Build queued: {} of revision {revision_id}",
+        trigger.as_str()
+    );
+    crate::logs::append_for_build(conn, build.id, &[(Level::Info, line)]).await?;
     Ok(build)
 }
 
@@ -263,6 +272,8 @@ impl Store {
             created_by: actor.email.clone(),
             status: Some(build.status.clone()),
             error_message: None,
+            has_request_method: Some(build.has_request_method),
+            has_requests_method: Some(build.has_requests_method),
         };
         Ok((revision, build))
     }
@@ -302,10 +313,13 @@ impl Store {
         let revisions = sqlx::query_as!(
             Revision,
             r#"SELECT r.id, $2::text AS "version!", r.creation_date, r.created_by,
-                   newest.status AS "status?", newest.error_message AS "error_message?"
+                   newest.status AS "status?", newest.error_message AS "error_message?",
+                   newest.has_request_method AS "has_request_method?",
+                   newest.has_requests_method AS "has_requests_method?"
                FROM revisions r
                LEFT JOIN LATERAL (
-                   SELECT b.status, b.error_message FROM builds b WHERE b.revision_id = r.id
+                   SELECT b.status, b.error_message, b.has_request_method, b.has_requests_method
+                   FROM builds b WHERE b.revision_id = r.id
                    ORDER BY b.creation_date DESC, b.id DESC LIMIT 1) newest ON true
                WHERE r.version_id = $1
                ORDER BY r.creation_date, r.id"#,
@@ -317,16 +331,24 @@ impl Store {
         Ok(revisions)
     }
 
+    /// A revision by its id, or by the id of one of its builds: newer clients
+    /// read the answer of a rebuild (a build) as a revision and then look it
+    /// up by that id. By a build's id, the status is that build's.
     pub async fn get_revision(&self, version: VersionRef<'_>, id: Uuid) -> Result<Revision> {
         sqlx::query_as!(
             Revision,
             r#"SELECT r.id, $3::text AS "version!", r.creation_date, r.created_by,
-                   newest.status AS "status?", newest.error_message AS "error_message?"
+                   shown.status AS "status?", shown.error_message AS "error_message?",
+                   shown.has_request_method AS "has_request_method?",
+                   shown.has_requests_method AS "has_requests_method?"
                FROM revisions r
                LEFT JOIN LATERAL (
-                   SELECT b.status, b.error_message FROM builds b WHERE b.revision_id = r.id
-                   ORDER BY b.creation_date DESC, b.id DESC LIMIT 1) newest ON true
-               WHERE r.version_id = $1 AND r.id = $2"#,
+                   SELECT b.status, b.error_message, b.has_request_method, b.has_requests_method
+                   FROM builds b WHERE b.revision_id = r.id
+                   ORDER BY b.id = $2 DESC, b.creation_date DESC, b.id DESC LIMIT 1) shown ON true
+               WHERE r.version_id = $1
+                 AND (r.id = $2
+                      OR r.id = (SELECT revision_id FROM builds WHERE id = $2 AND version_id = $1))"#,
             version.id,
             id,
             version.name,
@@ -467,7 +489,58 @@ impl Store {
             version_event(version.deployment, AuditAction::Update, actor, event),
         )
         .await?;
+        let line = format!("Build cancelled by {}", actor.email);
+        crate::logs::append_for_build(&mut tx, id, &[(Level::Info, line)]).await?;
         tx.commit().await?;
         Ok(build)
     }
+}
+
+/// A deployment whose file can be copied with `template_deployment_id`.
+#[derive(Debug, Clone)]
+pub struct TemplateDeployment {
+    pub id: Uuid,
+    pub project: String,
+    pub deployment: String,
+    pub description: Option<String>,
+    pub version: String,
+    pub language: String,
+    pub input_type: String,
+    pub output_type: String,
+}
+
+impl Store {
+    /// Deployments whose default version has an active revision, in the
+    /// projects `scope` names (all with `None`), by project and name.
+    pub async fn list_template_deployments(
+        &self,
+        scope: Option<&[String]>,
+    ) -> Result<Vec<TemplateDeployment>> {
+        let templates = sqlx::query_as!(
+            TemplateDeployment,
+            r#"SELECT d.id, p.name AS project, d.name AS deployment, d.description,
+                      v.name AS version, v.language, d.input_type, d.output_type
+               FROM deployments d
+               JOIN projects p ON p.id = d.project_id
+               JOIN versions v ON v.id = d.default_version_id
+               WHERE v.active_revision_id IS NOT NULL
+                 AND ($1::text[] IS NULL OR p.name = ANY($1))
+               ORDER BY p.name, d.name"#,
+            scope,
+        )
+        .fetch_all(&mut *self.connection().await?)
+        .await?;
+        Ok(templates)
+    }
+}
+
+/// Queues a rebuild of `revision_id` inside a caller's transaction, for a
+/// change to the version that needs its revision built again (a new
+/// environment).
+pub(crate) async fn queue_rebuild(
+    conn: &mut PgConnection,
+    version_id: Uuid,
+    revision_id: Uuid,
+) -> Result<Build> {
+    queue_build(conn, version_id, revision_id, Trigger::Rebuild).await
 }

@@ -452,6 +452,23 @@ impl Store {
         Ok(Listed::Read(stamp, variables))
     }
 
+    /// The id of the scope's own variable with this name: the official CLI
+    /// addresses variables by name where the API takes an id.
+    pub async fn own_variable_id(&self, scope: VariableScope<'_>, name: &str) -> Result<Uuid> {
+        sqlx::query_scalar!(
+            "SELECT id FROM environment_variables
+             WHERE name = $1 AND project_id = $2
+               AND deployment_id IS NOT DISTINCT FROM $3 AND version_id IS NOT DISTINCT FROM $4",
+            name,
+            scope.project_id(),
+            scope.deployment_id(),
+            scope.version_id(),
+        )
+        .fetch_optional(&mut *self.connection().await?)
+        .await?
+        .ok_or_else(variable_not_found)
+    }
+
     /// One of the scope's own variables (an inherited id is not found here).
     pub async fn get_variable(&self, scope: VariableScope<'_>, id: Uuid) -> Result<Variable> {
         let mut conn = self.connection().await?;

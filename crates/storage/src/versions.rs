@@ -5,6 +5,7 @@ use sqlx::PgConnection;
 use ubiops_domain::audit::AuditAction;
 use ubiops_domain::labels::{LabelFilter, Labels};
 use ubiops_domain::version::{RetentionMode, VersionSettings, VersionStatus};
+use ubiops_domain::version_settings::RuntimeSettings;
 use ubiops_domain::ValidationError;
 use uuid::Uuid;
 
@@ -13,6 +14,7 @@ use crate::batch::{Keyed, Lookup};
 use crate::deployments::deployment_not_found;
 use crate::error::{corrupt, on_unique_violation, refuse_nul};
 use crate::projects::project_not_found;
+use crate::revisions::queue_rebuild;
 use crate::{Actor, Result, StorageError, Store};
 
 /// A version with everything a response shows.
@@ -29,6 +31,8 @@ pub struct Version {
     pub last_file_upload: Option<DateTime<Utc>>,
     pub has_request_method: bool,
     pub has_requests_method: bool,
+    /// Whether it is its deployment's default version.
+    pub is_default: bool,
     pub creation_date: DateTime<Utc>,
     pub last_updated: DateTime<Utc>,
 }
@@ -62,6 +66,7 @@ pub(crate) struct VersionRow {
     maximum_queue_size_batch: i32,
     static_ip: bool,
     restart_request_interruption: bool,
+    runtime_settings: Json<RuntimeSettings>,
     status: String,
     active_revision_id: Option<Uuid>,
     latest_build_id: Option<Uuid>,
@@ -69,6 +74,7 @@ pub(crate) struct VersionRow {
     last_file_upload: Option<DateTime<Utc>>,
     has_request_method: bool,
     has_requests_method: bool,
+    is_default: bool,
     creation_date: DateTime<Utc>,
     last_updated: DateTime<Utc>,
 }
@@ -102,6 +108,7 @@ impl TryFrom<VersionRow> for Version {
                 maximum_queue_size_batch: row.maximum_queue_size_batch,
                 static_ip: row.static_ip,
                 restart_request_interruption: row.restart_request_interruption,
+                runtime: row.runtime_settings.0,
             },
             status,
             active_revision: row.active_revision_id,
@@ -110,6 +117,7 @@ impl TryFrom<VersionRow> for Version {
             last_file_upload: row.last_file_upload,
             has_request_method: row.has_request_method,
             has_requests_method: row.has_requests_method,
+            is_default: row.is_default,
             creation_date: row.creation_date,
             last_updated: row.last_updated,
         })
@@ -131,17 +139,20 @@ async fn fetch_version(
 ) -> Result<Version> {
     sqlx::query_as!(
         VersionRow,
-        r#"SELECT id, deployment_id, name, description, language, instance_type, memory_allocation,
-               maximum_instances, minimum_instances, maximum_idle_time,
-               labels AS "labels: Json<Labels>", monitoring, default_notification_group,
-               request_retention_time, request_retention_mode, maximum_queue_size_express,
-               maximum_queue_size_batch, static_ip, restart_request_interruption, status,
-               active_revision_id, latest_build_id,
-               (SELECT b.revision_id FROM builds b WHERE b.id = latest_build_id)
+        r#"SELECT v.id, v.deployment_id, v.name, v.description, v.language, v.instance_type,
+               v.memory_allocation, v.maximum_instances, v.minimum_instances, v.maximum_idle_time,
+               v.labels AS "labels: Json<Labels>", v.monitoring, v.default_notification_group,
+               v.request_retention_time, v.request_retention_mode, v.maximum_queue_size_express,
+               v.maximum_queue_size_batch, v.static_ip, v.restart_request_interruption,
+               v.runtime_settings AS "runtime_settings: Json<RuntimeSettings>", v.status,
+               v.active_revision_id, v.latest_build_id,
+               (SELECT b.revision_id FROM builds b WHERE b.id = v.latest_build_id)
                    AS "latest_revision_id?",
-               last_file_upload, has_request_method,
-               has_requests_method, creation_date, last_updated
-           FROM versions WHERE deployment_id = $1 AND name = $2"#,
+               v.last_file_upload, v.has_request_method, v.has_requests_method,
+               d.default_version_id IS NOT DISTINCT FROM v.id AS "is_default!",
+               v.creation_date, v.last_updated
+           FROM versions v JOIN deployments d ON d.id = v.deployment_id
+           WHERE v.deployment_id = $1 AND v.name = $2"#,
         deployment_id,
         name,
     )
@@ -183,8 +194,8 @@ impl Store {
                   maximum_instances, minimum_instances, maximum_idle_time, labels, monitoring,
                   default_notification_group, request_retention_time, request_retention_mode,
                   maximum_queue_size_express, maximum_queue_size_batch, static_ip,
-                  restart_request_interruption)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                  restart_request_interruption, runtime_settings)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
             id,
             deployment.id,
             settings.name,
@@ -204,6 +215,7 @@ impl Store {
             settings.maximum_queue_size_batch,
             settings.static_ip,
             settings.restart_request_interruption,
+            Json(&settings.runtime) as _,
         )
         .execute(&mut *tx)
         .await
@@ -248,22 +260,25 @@ impl Store {
         let (keys, values) = LabelFilter::as_arrays(filter);
         let rows = sqlx::query_as!(
             VersionRow,
-            r#"SELECT id, deployment_id, name, description, language, instance_type, memory_allocation,
-                   maximum_instances, minimum_instances, maximum_idle_time,
-                   labels AS "labels: Json<Labels>", monitoring, default_notification_group,
-                   request_retention_time, request_retention_mode, maximum_queue_size_express,
-                   maximum_queue_size_batch, static_ip, restart_request_interruption, status,
-                   active_revision_id, latest_build_id,
-               (SELECT b.revision_id FROM builds b WHERE b.id = latest_build_id)
-                   AS "latest_revision_id?",
-               last_file_upload, has_request_method,
-                   has_requests_method, creation_date, last_updated
-               FROM versions v
-               WHERE deployment_id = $1
+            r#"SELECT v.id, v.deployment_id, v.name, v.description, v.language, v.instance_type,
+                   v.memory_allocation, v.maximum_instances, v.minimum_instances,
+                   v.maximum_idle_time, v.labels AS "labels: Json<Labels>", v.monitoring,
+                   v.default_notification_group, v.request_retention_time,
+                   v.request_retention_mode, v.maximum_queue_size_express,
+                   v.maximum_queue_size_batch, v.static_ip, v.restart_request_interruption,
+                   v.runtime_settings AS "runtime_settings: Json<RuntimeSettings>", v.status,
+                   v.active_revision_id, v.latest_build_id,
+                   (SELECT b.revision_id FROM builds b WHERE b.id = v.latest_build_id)
+                       AS "latest_revision_id?",
+                   v.last_file_upload, v.has_request_method, v.has_requests_method,
+                   d.default_version_id IS NOT DISTINCT FROM v.id AS "is_default!",
+                   v.creation_date, v.last_updated
+               FROM versions v JOIN deployments d ON d.id = v.deployment_id
+               WHERE v.deployment_id = $1
                  AND ($2::text[] IS NULL OR EXISTS (
                        SELECT 1 FROM unnest($2::text[], $3::text[]) AS f(key, value)
                        WHERE v.labels ->> f.key = f.value))
-               ORDER BY name"#,
+               ORDER BY v.name"#,
             deployment_id,
             keys.as_deref(),
             values.as_deref(),
@@ -287,28 +302,18 @@ impl Store {
         let mut tx = conn.begin().await?;
         lock_deployment(&mut tx, deployment).await?;
         let current = fetch_version(&mut tx, deployment.id, name).await?;
+        let old_language = current.settings.language.clone();
         let settings =
             change(current.settings).map_err(|e| StorageError::Rejected(e.message().to_owned()))?;
-        let updated = sqlx::query_as!(
-            VersionRow,
-            r#"UPDATE versions SET
+        sqlx::query!(
+            "UPDATE versions SET
                  name = $2, description = $3, instance_type = $4, memory_allocation = $5,
                  maximum_instances = $6, minimum_instances = $7, maximum_idle_time = $8, labels = $9,
                  monitoring = $10, default_notification_group = $11, request_retention_time = $12,
                  request_retention_mode = $13, maximum_queue_size_express = $14,
                  maximum_queue_size_batch = $15, static_ip = $16, restart_request_interruption = $17,
-                 last_updated = now()
-             WHERE id = $1
-             RETURNING id, deployment_id, name, description, language, instance_type,
-                 memory_allocation, maximum_instances, minimum_instances, maximum_idle_time,
-                 labels AS "labels: Json<Labels>", monitoring, default_notification_group,
-                 request_retention_time, request_retention_mode, maximum_queue_size_express,
-                 maximum_queue_size_batch, static_ip, restart_request_interruption, status,
-                 active_revision_id, latest_build_id,
-                 (SELECT b.revision_id FROM builds b WHERE b.id = latest_build_id)
-                     AS "latest_revision_id?",
-                 last_file_upload, has_request_method, has_requests_method, creation_date,
-                 last_updated"#,
+                 language = $18, runtime_settings = $19, last_updated = now()
+             WHERE id = $1",
             current.id,
             settings.name,
             settings.description,
@@ -326,11 +331,29 @@ impl Store {
             settings.maximum_queue_size_batch,
             settings.static_ip,
             settings.restart_request_interruption,
+            settings.language,
+            Json(&settings.runtime) as _,
         )
-        .fetch_one(&mut *tx)
+        .execute(&mut *tx)
         .await
         .map_err(|e| on_unique_violation(e, || duplicate_version(deployment.name, &settings.name)))?;
-        let event = if settings.name != name {
+        // A new environment needs the version's code built in it; the build
+        // is queued with the change, so the version is `building` at once.
+        // While a build is pending, its revision is where the version is
+        // heading (rebuilding the older active one would finish last and
+        // bring it back); otherwise that is the active revision.
+        let target = if current.status == VersionStatus::Building {
+            current.latest_revision
+        } else {
+            current.active_revision
+        };
+        let rebuild = match target {
+            Some(revision) if settings.language != old_language => {
+                Some(queue_rebuild(&mut tx, current.id, revision).await?)
+            }
+            _ => None,
+        };
+        let mut event = if settings.name != name {
             format!(
                 "Renamed version {name} to {} for deployment {}",
                 settings.name, deployment.name
@@ -338,13 +361,20 @@ impl Store {
         } else {
             format!("Updated version {name} for deployment {}", deployment.name)
         };
+        if let Some(build) = &rebuild {
+            event.push_str(&format!(
+                ": rebuilding revision {} in the new environment (build {})",
+                build.revision, build.id
+            ));
+        }
         record(
             &mut tx,
             version_event(deployment, AuditAction::Update, actor, event),
         )
         .await?;
+        let updated = fetch_version(&mut tx, deployment.id, &settings.name).await?;
         tx.commit().await?;
-        updated.try_into()
+        Ok(updated)
     }
 
     /// Deletes a version; if it was the default, the deployment has none after.
@@ -493,11 +523,12 @@ impl Lookup for VersionByNames {
                           v.default_notification_group, v.request_retention_time,
                           v.request_retention_mode, v.maximum_queue_size_express,
                           v.maximum_queue_size_batch, v.static_ip,
-                          v.restart_request_interruption, v.status, v.active_revision_id,
-                          v.latest_build_id,
+                          v.restart_request_interruption, v.runtime_settings, v.status,
+                          v.active_revision_id, v.latest_build_id,
                           (SELECT b.revision_id FROM builds b WHERE b.id = v.latest_build_id)
                               AS latest_revision_id,
                           v.last_file_upload, v.has_request_method, v.has_requests_method,
+                          d.default_version_id IS NOT DISTINCT FROM v.id AS is_default,
                           v.creation_date, v.last_updated
                    FROM projects p
                    JOIN deployments d ON d.project_id = p.id

@@ -5,6 +5,11 @@
 //! to `success` or `failed`. Between steps it checks that the build is still
 //! its own, so a cancelled build is never published. Slots wake on
 //! LISTEN/NOTIFY and poll as a fallback.
+//!
+//! Each stage also writes system log lines for the build (tagged with its
+//! project, deployment, version, build and revision), one insert per stage.
+//! Those are for people watching the build: a line that cannot be written
+//! is logged here and the build goes on.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +19,11 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tokio::sync::{watch, Notify};
 use tracing::Instrument;
+use ubiops_domain::logs::Level;
 use ubiops_files::{FileError, FileStore};
+use ubiops_inspect::Validation;
 use ubiops_inspect::{BuildFailure, Language, Limits};
-use ubiops_storage::{BuildOutcome, ClaimedBuild, Store, BUILDS_CHANNEL};
+use ubiops_storage::{BuildOutcome, ClaimedBuild, LogTags, NewLogLine, Store, BUILDS_CHANNEL};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -30,6 +37,8 @@ pub struct WorkerConfig {
     /// Scratch space for downloads and extraction.
     pub work_dir: PathBuf,
     pub limits: Limits,
+    /// Log lines older than this are deleted by the sweep.
+    pub log_retention: Duration,
 }
 
 impl WorkerConfig {
@@ -41,6 +50,7 @@ impl WorkerConfig {
             max_attempts: 3,
             work_dir,
             limits: Limits::default(),
+            log_retention: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -172,6 +182,17 @@ impl Worker {
         if let Err(error) = ubiops_files::purge_deleted_objects(&self.store, &self.files).await {
             tracing::warn!(%error, "could not purge deleted files");
         }
+        let retention = i64::try_from(self.config.log_retention.as_nanos()).unwrap_or(i64::MAX);
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        match self
+            .store
+            .delete_logs_before(now.saturating_sub(retention))
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted log lines past their retention"),
+            Err(error) => tracing::warn!(%error, "could not delete old log lines"),
+        }
     }
 
     /// Runs one build to its end. Returns true when it stopped on a
@@ -183,6 +204,23 @@ impl Worker {
 
     async fn run_build(&self, build: ClaimedBuild, shutdown: &mut watch::Receiver<bool>) -> bool {
         tracing::info!("build started");
+        self.log(
+            &build,
+            vec![
+                (
+                    Level::Info,
+                    format!(
+                        "Build picked up by worker {} (attempt {})",
+                        self.id, build.attempts
+                    ),
+                ),
+                (
+                    Level::Info,
+                    "Building: fetching and extracting the deployment package".to_owned(),
+                ),
+            ],
+        )
+        .await;
         let lost = Arc::new(AtomicBool::new(false));
         let heartbeat = tokio::spawn(heartbeat(
             self.store.clone(),
@@ -198,10 +236,15 @@ impl Worker {
         };
         heartbeat.abort();
         let _ = tokio::fs::remove_dir_all(&dir).await;
-        let outcome = match result {
+        let (outcome, findings) = match result {
             None => {
                 tracing::info!("shutting down: the build goes back to the queue");
                 self.release(&build).await;
+                self.log_one(
+                    &build,
+                    "The worker is stopping: the build goes back to the queue",
+                )
+                .await;
                 return false;
             }
             Some(Err(Stopped::Lost)) => {
@@ -211,12 +254,39 @@ impl Worker {
             Some(Err(Stopped::Transient(error))) => {
                 tracing::warn!(%error, "build interrupted by a transient failure; it goes back to the queue");
                 self.release(&build).await;
+                // The cause stays in the server's log: it may name storage
+                // endpoints or paths that are no business of the project.
+                self.log_one(
+                    &build,
+                    "The build was interrupted by a temporary fault of the server and goes back \
+                     to the queue",
+                )
+                .await;
                 return true;
             }
-            Some(Ok(outcome)) => outcome,
+            Some(Ok(finished)) => finished,
         };
         match self.store.finish_build(&build, &self.id, &outcome).await {
-            Ok(true) => tracing::info!(?outcome, "build finished"),
+            Ok(true) => {
+                tracing::info!(?outcome, "build finished");
+                let mut lines: Vec<(Level, String)> = findings
+                    .into_iter()
+                    .map(|line| (Level::Info, line))
+                    .collect();
+                lines.push(match &outcome {
+                    BuildOutcome::Success { .. } => (
+                        Level::Info,
+                        format!(
+                            "Build succeeded: revision {} is now the active revision of version {}",
+                            build.revision_id, build.version_name
+                        ),
+                    ),
+                    BuildOutcome::Failed(message) => {
+                        (Level::Error, format!("Build failed: {message}"))
+                    }
+                });
+                self.log(&build, lines).await;
+            }
             Ok(false) => tracing::info!("build was cancelled before it could be published"),
             Err(error) => {
                 tracing::warn!(%error, "could not publish the build; it goes back to the queue");
@@ -227,6 +297,36 @@ impl Worker {
         false
     }
 
+    /// Writes system lines about `build`; a failure is only logged here.
+    async fn log(&self, build: &ClaimedBuild, lines: Vec<(Level, String)>) {
+        let tags = LogTags {
+            deployment_id: Some(build.deployment_id),
+            deployment_name: Some(build.deployment_name.clone()),
+            version_id: Some(build.version_id),
+            version_name: Some(build.version_name.clone()),
+            build_id: Some(build.id),
+            revision_id: Some(build.revision_id),
+            deployment_request_id: None,
+        };
+        let lines: Vec<NewLogLine> = lines
+            .into_iter()
+            .map(|(level, text)| NewLogLine {
+                project_id: build.project_id,
+                tags: tags.clone(),
+                system: true,
+                level,
+                text,
+            })
+            .collect();
+        if let Err(error) = self.store.append_logs(&lines).await {
+            tracing::warn!(%error, lines = lines.len(), "could not write the build's log lines; the build goes on");
+        }
+    }
+
+    async fn log_one(&self, build: &ClaimedBuild, line: &str) {
+        self.log(build, vec![(Level::Info, line.to_owned())]).await;
+    }
+
     /// Gives the build back at once rather than letting it wait out its lease.
     async fn release(&self, build: &ClaimedBuild) {
         if let Err(error) = self.store.release_build(build.id, &self.id).await {
@@ -234,14 +334,15 @@ impl Worker {
         }
     }
 
-    /// The stages; an error when the build is no longer ours to finish
+    /// The stages, with what validation found (log lines to write with the
+    /// outcome); an error when the build is no longer ours to finish
     /// (cancelled or taken over) or a transient failure stopped it.
     async fn stages(
         &self,
         build: &ClaimedBuild,
         dir: &Path,
         lost: &AtomicBool,
-    ) -> Result<BuildOutcome, Stopped> {
+    ) -> Result<(BuildOutcome, Vec<String>), Stopped> {
         let still_ours = || {
             if lost.load(Ordering::SeqCst) {
                 Err(Stopped::Lost)
@@ -258,8 +359,11 @@ impl Worker {
         match self.files.download_to(&build.object_key, &zip).await {
             Ok(_) => {}
             Err(FileError::NotFound) => {
-                return Ok(BuildOutcome::Failed(
-                    "The deployment file is missing from storage: upload it again".into(),
+                return Ok((
+                    BuildOutcome::Failed(
+                        "The deployment file is missing from storage: upload it again".into(),
+                    ),
+                    Vec::new(),
                 ))
             }
             Err(error) => return Err(transient(error)),
@@ -270,9 +374,10 @@ impl Worker {
             let (zip, extracted) = (zip.clone(), extracted.clone());
             tokio::task::spawn_blocking(move || ubiops_inspect::extract(&zip, &extracted, &limits))
         };
-        if let Err(failure) = extract.await.map_err(transient)? {
-            return Ok(failed(failure));
-        }
+        let extracted_summary = match extract.await.map_err(transient)? {
+            Ok(summary) => summary,
+            Err(failure) => return Ok((failed(failure), Vec::new())),
+        };
         still_ours()?;
         if !self
             .store
@@ -287,17 +392,38 @@ impl Worker {
         } else {
             Language::Python
         };
+        let code = language.deployment_file_name();
+        self.log(
+            build,
+            vec![
+                (
+                    Level::Info,
+                    format!(
+                        "Extracted {} files ({} bytes)",
+                        extracted_summary.files, extracted_summary.total_bytes
+                    ),
+                ),
+                (
+                    Level::Info,
+                    format!("Validating: checking {code} and requirements.txt"),
+                ),
+            ],
+        )
+        .await;
         let validation =
             tokio::task::spawn_blocking(move || ubiops_inspect::validate(&extracted, language))
                 .await
                 .map_err(transient)?;
         still_ours()?;
         Ok(match validation {
-            Ok(validation) => BuildOutcome::Success {
-                has_request_method: validation.has_request_method,
-                has_requests_method: validation.has_requests_method,
-            },
-            Err(failure) => failed(failure),
+            Ok(validation) => (
+                BuildOutcome::Success {
+                    has_request_method: validation.has_request_method,
+                    has_requests_method: validation.has_requests_method,
+                },
+                findings(&validation),
+            ),
+            Err(failure) => (failed(failure), Vec::new()),
         })
     }
 }
@@ -312,6 +438,28 @@ enum Stopped {
 
 fn transient(error: impl std::fmt::Display) -> Stopped {
     Stopped::Transient(error.to_string())
+}
+
+/// What validation found, as log lines.
+fn findings(validation: &Validation) -> Vec<String> {
+    let methods = match (
+        validation.has_request_method,
+        validation.has_requests_method,
+    ) {
+        (true, true) => "`request` and `requests` methods",
+        (true, false) => "a `request` method",
+        (false, true) => "a `requests` method",
+        (false, false) => "no request method",
+    };
+    let requirements = match validation.requirements.len() {
+        0 => "no requirements".to_owned(),
+        1 => "1 requirement".to_owned(),
+        n => format!("{n} requirements"),
+    };
+    vec![format!(
+        "Found {} with {methods}; {requirements}",
+        validation.deployment_file.display()
+    )]
 }
 
 fn failed(failure: BuildFailure) -> BuildOutcome {

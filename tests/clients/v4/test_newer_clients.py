@@ -6,19 +6,13 @@ wait for it, manage environment variables, download the file.
 The README's "Using the official clients" examples are these same calls.
 """
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 import ubiops
 from ubiops.utils.exceptions import StatusError
 
-from conftest import BOOTSTRAP_EMAIL
+from shared import BOOTSTRAP_EMAIL
 
 PROJECT = "newer-clients"
 
@@ -26,16 +20,6 @@ PROJECT = "newer-clients"
 @pytest.fixture(scope="module", autouse=True)
 def builds_run(worker):
     """Every test here expects uploads to be built."""
-
-
-@pytest.fixture(scope="module")
-def core(server):
-    # As in the README: the token with its `Token ` prefix, the host with /v2.1.
-    configuration = ubiops.Configuration(host=server.api, api_key={"Authorization": f"Token {server.token}"})
-    client = ubiops.ApiClient(configuration)
-    core = ubiops.CoreApi(client)
-    yield core
-    client.close()
 
 
 # --- ubiops 4.x ----------------------------------------------------------------
@@ -138,50 +122,19 @@ def test_a_broken_zip_fails_the_wait_with_its_error_message(core, broken_zip):
 
 # --- ubiops-cli ----------------------------------------------------------------------
 
-class Cli:
-    """Runs `ubiops` of this virtual environment with a throwaway HOME."""
-
-    def __init__(self, home):
-        self.env = {**os.environ, "HOME": str(home)}
-        self.executable = str(Path(sys.executable).with_name("ubiops"))
-
-    def __call__(self, *args, expect_failure=False):
-        result = subprocess.run(
-            [self.executable, *args], env=self.env, capture_output=True, text=True, timeout=300,
-        )
-        output = result.stdout + result.stderr
-        if expect_failure:
-            assert result.returncode != 0, output
-        else:
-            assert result.returncode == 0, f"ubiops {' '.join(args)}:\n{output}"
-        return output
-
-    def json(self, *args):
-        output = self(*args, "--format", "json")
-        return json.loads(output)
-
-
-@pytest.fixture(scope="module")
-def cli(server, tmp_path_factory):
-    # ubiops-cli keeps its configuration (API host, token, current project)
-    # in its own package directory, not in HOME: start and end without one.
-    config = Path(importlib.util.find_spec("ubiops_cli").submodule_search_locations[0]) / ".config"
-    config.unlink(missing_ok=True)
-    yield Cli(tmp_path_factory.mktemp("home"))
-    config.unlink(missing_ok=True)
-
-
 def test_cli_signin_status_and_projects(cli, server):
     assert "Unauthorized" in cli("status")
     output = cli("signin", "--token", "--api", server.api, "--password", f"Token {server.token}")
     assert "Welcome to UbiOps!" in output
-    assert f"Selected project: {PROJECT}" in output  # the first (and only) project
+    # Sign-in selects the first project by name (earlier modules made others).
+    first = sorted(p["name"] for p in cli.json("projects", "list"))[0]
+    assert f"Selected project: {first}" in output
+    cli("current_project", "set", PROJECT)
     status = cli("status")
     assert "Authorized" in status and f"email: {BOOTSTRAP_EMAIL}" in status
     assert f"api: {server.api}" in status and f"project: {PROJECT}" in status
-    projects = cli.json("projects", "list")
-    assert {"name": PROJECT, "organization_name": "self-hosted"}.items() <= projects[0].items()
-    cli("current_project", "set", PROJECT)
+    projects = {p["name"]: p for p in cli.json("projects", "list")}
+    assert {"name": PROJECT, "organization_name": "self-hosted"}.items() <= projects[PROJECT].items()
 
 
 def test_cli_create_deploy_wait_download(cli, good_package_dir, tmp_path):

@@ -14,7 +14,7 @@ mod postgres;
 mod s3;
 mod wait;
 
-pub use app::{Response, TestApp, TestOptions, TestWorker};
+pub use app::{Response, TestApp, TestOptions, TestWorker, ORGANIZATION};
 pub use postgres::{fresh_database, TestDatabase};
 pub use s3::{s3_bucket, s3_file_store, s3_store_at};
 pub use wait::wait_for;

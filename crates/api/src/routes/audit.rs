@@ -1,24 +1,27 @@
-//! deployment_audit_events_list.
+//! deployment_audit_events_list, and project_audit_events_list for newer
+//! clients (`ubiops audit_events list` without a deployment).
 
 use axum::extract::State;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ubiops_domain::audit::AuditQuery;
-use ubiops_storage::AuditEvent;
+use ubiops_storage::{AuditEvent, AuditScope};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::authorized_deployment;
+use super::{authorized_deployment, authorized_project};
 use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::extract::{PathParams, QueryParams};
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list))
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(list_project))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -62,6 +65,20 @@ struct AuditParams {
     offset: Option<String>,
 }
 
+impl AuditParams {
+    fn parse(&self) -> ApiResult<AuditQuery> {
+        Ok(AuditQuery::parse(
+            self.action.as_deref(),
+            self.limit.as_deref(),
+            self.offset.as_deref(),
+        )?)
+    }
+}
+
+fn respond(events: Vec<AuditEvent>) -> Json<Vec<AuditEventResponse>> {
+    Json(events.into_iter().map(Into::into).collect())
+}
+
 /// The deployment's audit events, newest first.
 #[utoipa::path(get, path = "/projects/{project_name}/deployments/{deployment_name}/audit",
     operation_id = "deployment_audit_events_list", tag = "Audit events", params(AuditParams),
@@ -72,13 +89,25 @@ async fn list(
     PathParams((project_name, deployment_name)): PathParams<(String, String)>,
     QueryParams(params): QueryParams<AuditParams>,
 ) -> ApiResult<Json<Vec<AuditEventResponse>>> {
-    let query = AuditQuery::parse(
-        params.action.as_deref(),
-        params.limit.as_deref(),
-        params.offset.as_deref(),
-    )?;
+    let query = params.parse()?;
     let deployment =
         authorized_deployment(&state, &principal, &project_name, &deployment_name).await?;
-    let events = state.store.list_audit_events(deployment.id, query).await?;
-    Ok(Json(events.into_iter().map(Into::into).collect()))
+    let scope = AuditScope::Deployment(deployment.id);
+    Ok(respond(state.store.list_audit_events(scope, query).await?))
+}
+
+/// Every audit event in the project (also of deleted deployments), newest first.
+#[utoipa::path(get, path = "/projects/{project_name}/audit",
+    operation_id = "project_audit_events_list", tag = "Audit events", params(AuditParams),
+    responses((status = 200, body = Vec<AuditEventResponse>)))]
+async fn list_project(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParams(project_name): PathParams<String>,
+    QueryParams(params): QueryParams<AuditParams>,
+) -> ApiResult<Json<Vec<AuditEventResponse>>> {
+    let query = params.parse()?;
+    let project = authorized_project(&state, &principal, &project_name).await?;
+    let scope = AuditScope::Project(project.id);
+    Ok(respond(state.store.list_audit_events(scope, query).await?))
 }

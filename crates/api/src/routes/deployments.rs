@@ -4,16 +4,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use ubiops_domain::deployment::{DeploymentCreate, DeploymentUpdate, Field, IoType};
 use ubiops_domain::labels::{LabelFilter, Labels};
+use ubiops_domain::query::optional_bool;
 use ubiops_storage::Deployment;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{authorized_project, ListQuery};
+use super::authorized_project;
 use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, PathParams, QueryParams};
@@ -70,15 +71,35 @@ impl DeploymentResponse {
     }
 }
 
+/// The query of `deployments_list`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeploymentListQuery {
+    /// `key:value,key:value`: only deployments with at least one of these labels.
+    labels: Option<String>,
+    /// Only deployments that do (`true`) or do not (`false`) support the
+    /// request format; every deployment on this server does.
+    #[param(value_type = Option<bool>)]
+    supports_request_format: Option<String>,
+}
+
 #[utoipa::path(get, path = "/projects/{project_name}/deployments", operation_id = "deployments_list",
-    tag = TAG, params(ListQuery), responses((status = 200, body = Vec<DeploymentResponse>)))]
+    tag = TAG, params(DeploymentListQuery), responses((status = 200, body = Vec<DeploymentResponse>)))]
 async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     PathParams(project_name): PathParams<String>,
-    QueryParams(query): QueryParams<ListQuery>,
+    QueryParams(query): QueryParams<DeploymentListQuery>,
 ) -> ApiResult<RenderedJson> {
     let filter = LabelFilter::parse_optional(query.labels.as_deref())?;
+    let supports_request_format = optional_bool(
+        "supports_request_format",
+        query.supports_request_format.as_deref(),
+    )?;
+    if supports_request_format == Some(false) {
+        authorized_project(&state, &principal, &project_name).await?;
+        return Ok(RenderedJson::empty_array());
+    }
     principal.authorize(&project_name)?;
     let listed = state
         .store

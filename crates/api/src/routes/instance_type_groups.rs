@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::authorized_project;
+use super::instance_types::InstanceTypeResponse;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::PathParams;
@@ -41,18 +42,18 @@ struct GroupResponse {
     name: String,
     time_created: DateTime<Utc>,
     time_updated: DateTime<Utc>,
-    instance_types: Vec<InstanceTypeItem>,
+    instance_types: Vec<GroupMember>,
 }
 
+/// A group's member: the instance type, first in its group.
 #[derive(Serialize, ToSchema)]
-struct InstanceTypeItem {
-    id: Uuid,
-    name: String,
-    display_name: String,
-    /// MiB, as `memory_allocation`.
-    memory: i32,
-    accelerator: i32,
+struct GroupMember {
+    #[serde(flatten)]
+    instance_type: InstanceTypeResponse,
     priority: i32,
+    /// Seconds to wait for an instance of this type before trying the next;
+    /// none, with one type per group.
+    schedule_timeout: Option<i32>,
 }
 
 impl GroupResponse {
@@ -63,13 +64,10 @@ impl GroupResponse {
             name: instance_type.group_name().to_owned(),
             time_created: since,
             time_updated: since,
-            instance_types: vec![InstanceTypeItem {
-                id: instance_type.group_id(),
-                name: instance_type.name.clone(),
-                display_name: instance_type.name.clone(),
-                memory: instance_type.memory_mib,
-                accelerator: i32::from(instance_type.is_gpu()),
+            instance_types: vec![GroupMember {
+                instance_type: InstanceTypeResponse::new(since, instance_type),
                 priority: 0,
+                schedule_timeout: None,
             }],
         }
     }

@@ -5,8 +5,12 @@ mod audit;
 mod deployments;
 mod environments;
 mod instance_type_groups;
+mod instance_types;
+mod logs;
+mod organizations;
 mod projects;
 pub(crate) mod revisions;
+mod template_deployments;
 mod user;
 mod variables;
 mod versions;
@@ -39,10 +43,14 @@ pub fn api_routes(state: AppState) -> OpenApiRouter {
         .merge(revisions::routes())
         .merge(environments::routes())
         .merge(instance_type_groups::routes())
+        .merge(instance_types::routes())
+        .merge(logs::routes())
         .route_layer(middleware::from_fn(require_project_access));
     let authenticated = OpenApiRouter::new()
         .merge(projects::routes())
         .merge(user::routes())
+        .merge(organizations::routes())
+        .merge(template_deployments::routes())
         .merge(in_project);
     OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(status))

@@ -105,6 +105,10 @@ struct RevisionResponse {
     created_by: String,
     status: Option<String>,
     error_message: Option<String>,
+    has_request_method: Option<bool>,
+    has_requests_method: Option<bool>,
+    /// Whether the revision has no deployment file: never, here.
+    empty: bool,
 }
 
 impl From<Revision> for RevisionResponse {
@@ -116,6 +120,9 @@ impl From<Revision> for RevisionResponse {
             created_by: r.created_by,
             status: r.status,
             error_message: r.error_message,
+            has_request_method: r.has_request_method,
+            has_requests_method: r.has_requests_method,
+            empty: false,
         }
     }
 }
@@ -148,14 +155,16 @@ impl From<Build> for BuildResponse {
 }
 
 /// The documented build, plus what newer clients need to read it as a
-/// revision (their model requires `version`; `created_by` as in revisions).
-/// `id` stays the build's id, as documented.
+/// revision (their model requires `version`; `created_by` and `empty` as in
+/// revisions). `id` stays the build's id, as documented; `revisions_get`
+/// also finds the revision by it, which is what newer clients do next.
 #[derive(Serialize, ToSchema)]
 struct RebuildResponse {
     #[serde(flatten)]
     build: BuildResponse,
     version: String,
     created_by: String,
+    empty: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -177,6 +186,7 @@ async fn list_revisions(
     Ok(Json(revisions.into_iter().map(Into::into).collect()))
 }
 
+/// A revision by its id or by the id of one of its builds (see `RebuildResponse`).
 #[utoipa::path(get, path = "/revisions/{revision_id}", operation_id = "revisions_get", tag = REVISIONS,
     responses((status = 200, body = RevisionResponse)))]
 async fn read_revision(
@@ -211,6 +221,7 @@ async fn rebuild(
             build: build.into(),
             version: version.name,
             created_by: principal.actor.email,
+            empty: false,
         }),
     ))
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{authorized_deployment, authorized_project, ResolvedDeployment};
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{JsonBody, PathParams};
 use crate::rendered::RenderedJson;
 use crate::{openapi, AppState};
@@ -151,12 +151,15 @@ impl ScopePath {
         .await
     }
 
-    /// A malformed id cannot name any variable: 404 like an unknown one.
-    fn id(&self) -> ApiResult<Uuid> {
-        self.id
-            .as_deref()
-            .and_then(|id| Uuid::parse_str(id).ok())
-            .ok_or_else(|| ApiError::not_found("Environment variable not found"))
+    /// The variable named in the path, by id or, as the official CLI
+    /// sends it (`env create --overwrite`, `env get NAME`), by name; the two
+    /// cannot be confused, since a variable name has no dashes.
+    async fn variable_id(&self, state: &AppState, scope: &ResolvedScope) -> ApiResult<Uuid> {
+        let raw = self.id.as_deref().unwrap_or_default();
+        match Uuid::parse_str(raw) {
+            Ok(id) => Ok(id),
+            Err(_) => Ok(state.store.own_variable_id(scope.as_scope(), raw).await?),
+        }
     }
 }
 
@@ -249,7 +252,7 @@ async fn read(
     let scope = path.resolve(&state, &principal).await?;
     let variable = state
         .store
-        .get_variable(scope.as_scope(), path.id()?)
+        .get_variable(scope.as_scope(), path.variable_id(&state, &scope).await?)
         .await?;
     Ok(Json(variable.into()))
 }
@@ -263,7 +266,7 @@ async fn update(
     JsonBody(body): JsonBody<VariableRequest>,
 ) -> ApiResult<Json<VariableResponse>> {
     let scope = path.resolve(&state, &principal).await?;
-    let id = path.id()?;
+    let id = path.variable_id(&state, &scope).await?;
     let variable = body.validate()?;
     let updated = state
         .store
@@ -288,7 +291,11 @@ async fn delete(
     let scope = path.resolve(&state, &principal).await?;
     state
         .store
-        .delete_variable(scope.as_scope(), path.id()?, &principal.actor)
+        .delete_variable(
+            scope.as_scope(),
+            path.variable_id(&state, &scope).await?,
+            &principal.actor,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,6 +10,7 @@ use ubiops_domain::labels::{LabelFilter, Labels};
 use ubiops_domain::version::{
     instance_type_group_id, language_description, RetentionMode, VersionRequest,
 };
+use ubiops_domain::version_settings::RuntimeSettings;
 use ubiops_storage::Version;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -32,20 +33,22 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// One shape for every version response: the union of the documented
 /// create, list and detail fields, plus the names newer clients read
-/// (`environment*`, `instance_type_group_*`, `latest_revision`). Clients
-/// ignore keys they do not know.
+/// (`environment*`, `instance_type_group_*`, `latest_revision`, `default`,
+/// `maximum_queue_size` and the settings only they send). Clients ignore
+/// keys they do not know.
 #[derive(Serialize, ToSchema)]
 struct VersionResponse {
     id: Uuid,
     deployment: String,
     version: String,
+    /// Whether this is the deployment's default version.
+    default: bool,
     description: Option<String>,
     language: String,
     language_description: Option<&'static str>,
     environment: String,
     environment_name: String,
     environment_display_name: Option<&'static str>,
-    environment_tag: Option<String>,
     status: &'static str,
     active_revision: Option<Uuid>,
     latest_build: Option<Uuid>,
@@ -67,10 +70,15 @@ struct VersionResponse {
     request_retention_mode: RetentionMode,
     maximum_queue_size_express: i32,
     maximum_queue_size_batch: i32,
+    maximum_queue_size: i32,
     has_request_method: bool,
     has_requests_method: bool,
     static_ip: bool,
     restart_request_interruption: bool,
+    /// `environment_tag`, `scaling_strategy`, `instance_processes`, `ports`,
+    /// `health_check`, `command` and `args`.
+    #[serde(flatten)]
+    runtime: RuntimeSettings,
 }
 
 impl VersionResponse {
@@ -79,11 +87,12 @@ impl VersionResponse {
         VersionResponse {
             id: version.id,
             deployment: deployment.to_owned(),
+            default: version.is_default,
+            maximum_queue_size: settings.maximum_queue_size(),
             language_description: language_description(&settings.language),
             environment: environment_name(&settings.language),
             environment_name: environment_name(&settings.language),
             environment_display_name: language_description(&settings.language),
-            environment_tag: None,
             version: settings.name,
             description: settings.description,
             language: settings.language,
@@ -112,6 +121,7 @@ impl VersionResponse {
             has_requests_method: version.has_requests_method,
             static_ip: settings.static_ip,
             restart_request_interruption: settings.restart_request_interruption,
+            runtime: settings.runtime,
         }
     }
 }
