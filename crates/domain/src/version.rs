@@ -716,7 +716,7 @@ fn validate(
     Ok(())
 }
 
-fn in_range(field: &str, value: i32, min: i32, max: i32) -> Result<(), ValidationError> {
+pub(crate) fn in_range(field: &str, value: i32, min: i32, max: i32) -> Result<(), ValidationError> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {

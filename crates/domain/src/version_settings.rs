@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::environment::SYSTEM_ENVIRONMENT_TAG;
+use crate::version::in_range;
 use crate::ValidationError;
 
 pub const DEFAULT_INSTANCE_PROCESSES: i32 = 1;
@@ -231,16 +232,6 @@ fn validate_command(field: &str, items: Option<&[String]>) -> Result<(), Validat
         }
     }
     Ok(())
-}
-
-fn in_range(field: &str, value: i32, min: i32, max: i32) -> Result<(), ValidationError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(ValidationError::new(format!(
-            "{field} must be between {min} and {max}, got {value}"
-        )))
-    }
 }
 
 fn shorten(text: &str) -> String {
