@@ -110,7 +110,8 @@ impl Lookup for DeploymentByNames {
     type Key = (String, String);
     type Row = UndecodedRow;
 
-    // Not `query_as!`: the macro cannot add the key index to the row type.
+    // Not `query_as!`, which decodes every row: these stay undecoded until
+    // the caller knows it does not hold the row's rendering.
     // `LIMIT 1` keeps each key an index lookup whatever the batch size.
     async fn fetch(
         conn: &mut PgConnection,
