@@ -24,8 +24,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Instrument, Level};
+use ubiops_domain::instance_types::InstanceTypeCatalog;
 use ubiops_domain::secrets::Keyring;
-use ubiops_domain::version::InstanceTypeCatalog;
 use ubiops_files::FileStore;
 use ubiops_storage::Store;
 

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod deployment;
 pub mod environment;
 mod error;
+pub mod instance_types;
 pub mod labels;
 pub mod logs;
 pub mod names;

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::environment::SYSTEM_ENVIRONMENT_TAG;
-use crate::version::in_range;
+use crate::version::{in_range, shorten};
 use crate::ValidationError;
 
 pub const DEFAULT_INSTANCE_PROCESSES: i32 = 1;
@@ -232,10 +232,6 @@ fn validate_command(field: &str, items: Option<&[String]>) -> Result<(), Validat
         }
     }
     Ok(())
-}
-
-fn shorten(text: &str) -> String {
-    text.chars().take(80).collect()
 }
 
 #[cfg(test)]

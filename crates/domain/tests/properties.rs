@@ -9,6 +9,7 @@ use ubiops_domain::audit::AuditQuery;
 use ubiops_domain::deployment::{
     validate_fields, DeploymentCreate, DeploymentUpdate, Direction, Field, FieldInput, IoType,
 };
+use ubiops_domain::instance_types::InstanceTypeCatalog;
 use ubiops_domain::labels::{validate_labels, LabelFilter, Labels};
 use ubiops_domain::names::{is_valid_resource_name, validate_resource_name};
 use ubiops_domain::secrets::{Keyring, Sealed};
@@ -17,7 +18,7 @@ use ubiops_domain::token::{hash_token, token_from_authorization, validate_email}
 use ubiops_domain::variable::{
     check_secret_change, validate_variable_name, NewVariable, VariableRequest,
 };
-use ubiops_domain::version::{InstanceTypeCatalog, VersionRequest, LANGUAGES};
+use ubiops_domain::version::{VersionRequest, LANGUAGES};
 
 /// Any text, weighted towards the characters validators care about.
 fn text() -> impl Strategy<Value = String> {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ubiops_api::DEFAULT_TOKEN_CACHE_TTL;
+use ubiops_domain::instance_types::InstanceTypeCatalog;
 use ubiops_domain::secrets::Keyring;
 use ubiops_domain::token::validate_email;
-use ubiops_domain::version::InstanceTypeCatalog;
 use url::Url;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

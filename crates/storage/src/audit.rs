@@ -50,6 +50,27 @@ pub(crate) async fn record(conn: &mut PgConnection, event: NewAuditEvent<'_>) ->
     Ok(())
 }
 
+/// `query_as!` of the events whose `$column` is `$id`: the two audit lists
+/// differ only in that column.
+macro_rules! query_audit_events {
+    ($column:literal, $id:ident, $action:ident, $query:ident) => {
+        sqlx::query_as!(
+            AuditEvent,
+            r#"SELECT id, date, action, user_email AS "user", event, object_type, object_name
+               FROM audit_events
+               WHERE "#
+                + $column
+                + r#" = $1 AND ($2::text IS NULL OR action = $2)
+               ORDER BY date DESC, seq DESC
+               LIMIT $3 OFFSET $4"#,
+            $id,
+            $action,
+            $query.limit,
+            $query.offset,
+        )
+    };
+}
+
 impl Store {
     /// The events of a deployment (including those of its versions) or of a
     /// whole project, newest first. Two statements rather than one with
@@ -62,34 +83,16 @@ impl Store {
         let action = query.action.map(AuditAction::as_str);
         let mut conn = self.connection().await?;
         let events = match scope {
-            AuditScope::Deployment(deployment_id) => sqlx::query_as!(
-                AuditEvent,
-                r#"SELECT id, date, action, user_email AS "user", event, object_type, object_name
-                       FROM audit_events
-                       WHERE deployment_id = $1 AND ($2::text IS NULL OR action = $2)
-                       ORDER BY date DESC, seq DESC
-                       LIMIT $3 OFFSET $4"#,
-                deployment_id,
-                action,
-                query.limit,
-                query.offset,
-            )
-            .fetch_all(&mut *conn)
-            .await?,
-            AuditScope::Project(project_id) => sqlx::query_as!(
-                AuditEvent,
-                r#"SELECT id, date, action, user_email AS "user", event, object_type, object_name
-                       FROM audit_events
-                       WHERE project_id = $1 AND ($2::text IS NULL OR action = $2)
-                       ORDER BY date DESC, seq DESC
-                       LIMIT $3 OFFSET $4"#,
-                project_id,
-                action,
-                query.limit,
-                query.offset,
-            )
-            .fetch_all(&mut *conn)
-            .await?,
+            AuditScope::Deployment(deployment_id) => {
+                query_audit_events!("deployment_id", deployment_id, action, query)
+                    .fetch_all(&mut *conn)
+                    .await?
+            }
+            AuditScope::Project(project_id) => {
+                query_audit_events!("project_id", project_id, action, query)
+                    .fetch_all(&mut *conn)
+                    .await?
+            }
         };
         Ok(events)
     }

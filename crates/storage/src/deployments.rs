@@ -35,7 +35,9 @@ pub struct Deployment {
     pub number_of_versions: i64,
 }
 
-/// A row as read; the io types are text in the database.
+/// A row as read; the io types are text in the database. Read by name at
+/// run time too (`UndecodedRow`), under the names the select list gives the
+/// JSON columns for `query_as!`.
 #[derive(sqlx::FromRow)]
 pub(crate) struct DeploymentRow {
     id: Uuid,
@@ -44,13 +46,16 @@ pub(crate) struct DeploymentRow {
     description: Option<String>,
     input_type: String,
     output_type: String,
+    #[sqlx(rename = "input_fields: Json<Vec<Field>>")]
     input_fields: Json<Vec<Field>>,
+    #[sqlx(rename = "output_fields: Json<Vec<Field>>")]
     output_fields: Json<Vec<Field>>,
+    #[sqlx(rename = "labels: Json<Labels>")]
     labels: Json<Labels>,
     creation_date: DateTime<Utc>,
     last_updated: DateTime<Utc>,
     default_version: Option<String>,
-    number_of_versions: i64,
+    number_of_versions: i32,
 }
 
 impl TryFrom<DeploymentRow> for Deployment {
@@ -72,20 +77,28 @@ impl TryFrom<DeploymentRow> for Deployment {
             creation_date: row.creation_date,
             last_updated: row.last_updated,
             default_version: row.default_version,
-            number_of_versions: row.number_of_versions,
+            number_of_versions: row.number_of_versions.into(),
         })
     }
 }
 
-/// The columns of a `DeploymentRow` of `deployments d`, with the row's stamp
-/// (`Stamped`, `UndecodedRow`): one list for the queries that cannot be
-/// `query_as!` because of the stamp.
-macro_rules! stamped_deployment_columns {
-    () => {
-        "d.xmin AS row_version, d.id, d.project_id, d.name, d.description,
-         d.input_type, d.output_type, d.input_fields, d.output_fields, d.labels,
-         d.creation_date, d.last_updated, d.default_version_name AS default_version,
-         d.number_of_versions::int8 AS number_of_versions"
+/// Hands `$then!` the select list of a `DeploymentRow` of `deployments d`,
+/// written once here, as a string literal between the tokens before and
+/// after it: sqlx's macros read SQL only from literals, and so does
+/// `concat!` for the queries whose rows are decoded by name (the stamped
+/// ones below, which `query_as!` cannot fill). The list names the JSON
+/// columns with their type, as `query_as!` needs.
+macro_rules! with_deployment_columns {
+    ($($then:ident)::+!($($before:tt)*) $($after:tt)*) => {
+        $($then)::+!(
+            $($before)*
+            r#"d.id, d.project_id, d.name, d.description, d.input_type, d.output_type,
+               d.input_fields AS "input_fields: Json<Vec<Field>>",
+               d.output_fields AS "output_fields: Json<Vec<Field>>",
+               d.labels AS "labels: Json<Labels>", d.creation_date, d.last_updated,
+               d.default_version_name AS default_version, d.number_of_versions"#
+            $($after)*
+        )
     };
 }
 
@@ -97,7 +110,8 @@ impl Lookup for DeploymentByNames {
     type Key = (String, String);
     type Row = UndecodedRow;
 
-    // Not `query_as!`: the macro cannot add the key index to the row type.
+    // Not `query_as!`, which decodes every row: these stay undecoded until
+    // the caller knows it does not hold the row's rendering.
     // `LIMIT 1` keeps each key an index lookup whatever the batch size.
     async fn fetch(
         conn: &mut PgConnection,
@@ -105,17 +119,18 @@ impl Lookup for DeploymentByNames {
     ) -> Result<Vec<Keyed<UndecodedRow>>> {
         let (projects, deployments): (Vec<&str>, Vec<&str>) =
             keys.iter().map(|(p, d)| (p.as_str(), d.as_str())).unzip();
-        let rows = sqlx::query(concat!(
-            r#"SELECT k.ord - 1 AS key_index, found.*
-               FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(project, deployment, ord)
-               CROSS JOIN LATERAL (
-                   SELECT "#,
-            stamped_deployment_columns!(),
+        let rows = sqlx::query(with_deployment_columns!(
+            concat!(
+                r#"SELECT k.ord - 1 AS key_index, found.*
+                   FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(project, deployment, ord)
+                   CROSS JOIN LATERAL (
+                       SELECT d.xmin AS row_version, "#,
+            ),
             r#"
-                   FROM projects p
-                   JOIN deployments d ON d.project_id = p.id
-                   WHERE p.name = k.project AND d.name = k.deployment
-                   LIMIT 1) found"#,
+                       FROM projects p
+                       JOIN deployments d ON d.project_id = p.id
+                       WHERE p.name = k.project AND d.name = k.deployment
+                       LIMIT 1) found"#
         ))
         .bind(projects)
         .bind(deployments)
@@ -182,9 +197,8 @@ async fn deployments_by_id(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> Result<Vec<Stamped<Deployment>>> {
-    let rows: Vec<Stamped<DeploymentRow>> = sqlx::query_as(concat!(
-        "SELECT ",
-        stamped_deployment_columns!(),
+    let rows: Vec<Stamped<DeploymentRow>> = sqlx::query_as(with_deployment_columns!(
+        concat!("SELECT d.xmin AS row_version, ",),
         " FROM deployments d WHERE d.id = ANY($1)"
     ))
     .bind(ids)
@@ -205,17 +219,9 @@ async fn fetch_deployment(
     project_id: Uuid,
     name: &str,
 ) -> Result<Deployment> {
-    sqlx::query_as!(
-        DeploymentRow,
-        r#"SELECT d.id, d.project_id, d.name, d.description, d.input_type, d.output_type,
-               d.input_fields AS "input_fields: Json<Vec<Field>>",
-               d.output_fields AS "output_fields: Json<Vec<Field>>",
-               d.labels AS "labels: Json<Labels>",
-               d.creation_date, d.last_updated,
-               d.default_version_name AS "default_version?",
-               d.number_of_versions::int8 AS "number_of_versions!"
-           FROM deployments d
-           WHERE d.project_id = $1 AND d.name = $2"#,
+    with_deployment_columns!(
+        sqlx::query_as!(DeploymentRow, "SELECT " +)
+            + " FROM deployments d WHERE d.project_id = $1 AND d.name = $2",
         project_id,
         name,
     )

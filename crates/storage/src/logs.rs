@@ -178,6 +178,62 @@ fn contains_pattern(needle: &str) -> String {
     pattern
 }
 
+/// `query_as!` of a project's lines within `$window` that pass `$filter`, in
+/// `$order` of their time: the two reads of [`Store::list_logs`] differ only
+/// in their order, so that each reads `logs_by_project` in its own direction
+/// and stops at the limit.
+macro_rules! query_log_lines {
+    ($order:literal, $project_id:ident, $window:ident, $filter:ident, $contains:ident, $excludes:ident) => {
+        sqlx::query_as!(
+            LogLine,
+            r#"SELECT ns, text, system, level, deployment_name, version_name,
+                      build_id, revision_id, deployment_request_id
+               FROM logs
+               WHERE project_id = $1 AND ns BETWEEN $2 AND $3
+                 AND ($4::text IS NULL OR deployment_name = $4)
+                 AND (deployment_name IS NULL OR deployment_name <> ALL($5::text[]))
+                 AND ($6::text IS NULL OR version_name = $6)
+                 AND (version_name IS NULL OR version_name <> ALL($7::text[]))
+                 AND ($8::uuid IS NULL OR revision_id = $8 OR build_id = $8)
+                 AND NOT (coalesce(revision_id = ANY($9::uuid[]), false)
+                          OR coalesce(build_id = ANY($9::uuid[]), false))
+                 AND ($10::uuid IS NULL OR build_id = $10)
+                 AND (build_id IS NULL OR build_id <> ALL($11::uuid[]))
+                 AND ($12::uuid IS NULL OR deployment_request_id = $12)
+                 AND (deployment_request_id IS NULL OR deployment_request_id <> ALL($13::uuid[]))
+                 AND ($14::bool IS NULL OR system = $14)
+                 AND system <> ALL($15::bool[])
+                 AND ($16::text IS NULL OR level = $16)
+                 AND level <> ALL($17::text[])
+                 AND text LIKE ALL($18::text[])
+                 AND NOT text LIKE ANY($19::text[])
+               ORDER BY "#
+                + $order
+                + " LIMIT $20",
+            $project_id,
+            $window.from_ns,
+            $window.to_ns,
+            $filter.deployment_name.equals.as_deref(),
+            &$filter.deployment_name.not_equals,
+            $filter.deployment_version.equals.as_deref(),
+            &$filter.deployment_version.not_equals,
+            $filter.revision_id.equals,
+            &$filter.revision_id.not_equals,
+            $filter.build_id.equals,
+            &$filter.build_id.not_equals,
+            $filter.deployment_request_id.equals,
+            &$filter.deployment_request_id.not_equals,
+            $filter.system.equals,
+            &$filter.system.not_equals,
+            $filter.level.equals.as_deref(),
+            &$filter.level.not_equals,
+            &$contains,
+            &$excludes,
+            $window.limit,
+        )
+    };
+}
+
 impl Store {
     /// Appends a batch of lines (one statement, one transaction).
     pub async fn append_logs(&self, lines: &[NewLogLine]) -> Result<()> {
@@ -210,109 +266,18 @@ impl Store {
         // A revision filter also matches a build's id: newer clients read
         // the answer of a rebuild (a build) as a revision and then wait for
         // that "revision" by its id.
-        // Two statements that differ only in their order, so that each reads
-        // `logs_by_project` in its own direction and stops at the limit.
         let mut connection = self.connection().await?;
         let lines = match window.keep {
             Keep::Oldest => {
-                sqlx::query_as!(
-                    LogLine,
-                    r#"SELECT ns, text, system, level, deployment_name, version_name,
-                      build_id, revision_id, deployment_request_id
-               FROM logs
-               WHERE project_id = $1 AND ns BETWEEN $2 AND $3
-                 AND ($4::text IS NULL OR deployment_name = $4)
-                 AND (deployment_name IS NULL OR deployment_name <> ALL($5::text[]))
-                 AND ($6::text IS NULL OR version_name = $6)
-                 AND (version_name IS NULL OR version_name <> ALL($7::text[]))
-                 AND ($8::uuid IS NULL OR revision_id = $8 OR build_id = $8)
-                 AND NOT (coalesce(revision_id = ANY($9::uuid[]), false)
-                          OR coalesce(build_id = ANY($9::uuid[]), false))
-                 AND ($10::uuid IS NULL OR build_id = $10)
-                 AND (build_id IS NULL OR build_id <> ALL($11::uuid[]))
-                 AND ($12::uuid IS NULL OR deployment_request_id = $12)
-                 AND (deployment_request_id IS NULL OR deployment_request_id <> ALL($13::uuid[]))
-                 AND ($14::bool IS NULL OR system = $14)
-                 AND system <> ALL($15::bool[])
-                 AND ($16::text IS NULL OR level = $16)
-                 AND level <> ALL($17::text[])
-                 AND text LIKE ALL($18::text[])
-                 AND NOT text LIKE ANY($19::text[])
-               ORDER BY ns
-               LIMIT $20"#,
-                    project_id,
-                    window.from_ns,
-                    window.to_ns,
-                    filter.deployment_name.equals.as_deref(),
-                    &filter.deployment_name.not_equals,
-                    filter.deployment_version.equals.as_deref(),
-                    &filter.deployment_version.not_equals,
-                    filter.revision_id.equals,
-                    &filter.revision_id.not_equals,
-                    filter.build_id.equals,
-                    &filter.build_id.not_equals,
-                    filter.deployment_request_id.equals,
-                    &filter.deployment_request_id.not_equals,
-                    filter.system.equals,
-                    &filter.system.not_equals,
-                    filter.level.equals.as_deref(),
-                    &filter.level.not_equals,
-                    &contains,
-                    &excludes,
-                    window.limit,
-                )
-                .fetch_all(&mut *connection)
-                .await?
+                query_log_lines!("ns", project_id, window, filter, contains, excludes)
+                    .fetch_all(&mut *connection)
+                    .await?
             }
             Keep::Newest => {
-                let mut newest = sqlx::query_as!(
-                    LogLine,
-                    r#"SELECT ns, text, system, level, deployment_name, version_name,
-                      build_id, revision_id, deployment_request_id
-               FROM logs
-               WHERE project_id = $1 AND ns BETWEEN $2 AND $3
-                 AND ($4::text IS NULL OR deployment_name = $4)
-                 AND (deployment_name IS NULL OR deployment_name <> ALL($5::text[]))
-                 AND ($6::text IS NULL OR version_name = $6)
-                 AND (version_name IS NULL OR version_name <> ALL($7::text[]))
-                 AND ($8::uuid IS NULL OR revision_id = $8 OR build_id = $8)
-                 AND NOT (coalesce(revision_id = ANY($9::uuid[]), false)
-                          OR coalesce(build_id = ANY($9::uuid[]), false))
-                 AND ($10::uuid IS NULL OR build_id = $10)
-                 AND (build_id IS NULL OR build_id <> ALL($11::uuid[]))
-                 AND ($12::uuid IS NULL OR deployment_request_id = $12)
-                 AND (deployment_request_id IS NULL OR deployment_request_id <> ALL($13::uuid[]))
-                 AND ($14::bool IS NULL OR system = $14)
-                 AND system <> ALL($15::bool[])
-                 AND ($16::text IS NULL OR level = $16)
-                 AND level <> ALL($17::text[])
-                 AND text LIKE ALL($18::text[])
-                 AND NOT text LIKE ANY($19::text[])
-               ORDER BY ns DESC
-               LIMIT $20"#,
-                    project_id,
-                    window.from_ns,
-                    window.to_ns,
-                    filter.deployment_name.equals.as_deref(),
-                    &filter.deployment_name.not_equals,
-                    filter.deployment_version.equals.as_deref(),
-                    &filter.deployment_version.not_equals,
-                    filter.revision_id.equals,
-                    &filter.revision_id.not_equals,
-                    filter.build_id.equals,
-                    &filter.build_id.not_equals,
-                    filter.deployment_request_id.equals,
-                    &filter.deployment_request_id.not_equals,
-                    filter.system.equals,
-                    &filter.system.not_equals,
-                    filter.level.equals.as_deref(),
-                    &filter.level.not_equals,
-                    &contains,
-                    &excludes,
-                    window.limit,
-                )
-                .fetch_all(&mut *connection)
-                .await?;
+                let mut newest =
+                    query_log_lines!("ns DESC", project_id, window, filter, contains, excludes)
+                        .fetch_all(&mut *connection)
+                        .await?;
                 newest.reverse();
                 newest
             }

@@ -13,12 +13,23 @@ pub struct Project {
     pub creation_date: DateTime<Utc>,
 }
 
-impl Store {
-    pub async fn create_project(&self, name: &str, organization_name: &str) -> Result<Project> {
+/// `query_as!` into `Project` with its select list, written once here,
+/// between the SQL `$before` and `$after`.
+macro_rules! query_projects {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
             Project,
-            "INSERT INTO projects (id, name, organization_name) VALUES ($1, $2, $3)
-             RETURNING id, name, organization_name, creation_date",
+            $before + "id, name, organization_name, creation_date" + $after
+            $(, $arg)*
+        )
+    };
+}
+
+impl Store {
+    pub async fn create_project(&self, name: &str, organization_name: &str) -> Result<Project> {
+        query_projects!(
+            "INSERT INTO projects (id, name, organization_name) VALUES ($1, $2, $3) RETURNING ",
+            "",
             Uuid::new_v4(),
             name,
             organization_name,
@@ -30,11 +41,9 @@ impl Store {
 
     /// Projects by name; `scope` limits the list to those names (a project-limited token).
     pub async fn list_projects(&self, scope: Option<&[String]>) -> Result<Vec<Project>> {
-        let projects = sqlx::query_as!(
-            Project,
-            "SELECT id, name, organization_name, creation_date FROM projects
-             WHERE $1::text[] IS NULL OR name = ANY($1)
-             ORDER BY name",
+        let projects = query_projects!(
+            "SELECT ",
+            " FROM projects WHERE $1::text[] IS NULL OR name = ANY($1) ORDER BY name",
             scope,
         )
         .fetch_all(&mut *self.connection().await?)
@@ -43,14 +52,10 @@ impl Store {
     }
 
     pub async fn get_project(&self, name: &str) -> Result<Project> {
-        sqlx::query_as!(
-            Project,
-            "SELECT id, name, organization_name, creation_date FROM projects WHERE name = $1",
-            name,
-        )
-        .fetch_optional(&mut *self.connection().await?)
-        .await?
-        .ok_or_else(|| project_not_found(name))
+        query_projects!("SELECT ", " FROM projects WHERE name = $1", name,)
+            .fetch_optional(&mut *self.connection().await?)
+            .await?
+            .ok_or_else(|| project_not_found(name))
     }
 
     /// Deletes a project and, by cascade, everything in it.

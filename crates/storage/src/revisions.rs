@@ -86,6 +86,21 @@ impl Trigger {
     }
 }
 
+/// `query_as!` into `Build` with its select list, written once here, between
+/// the SQL `$before` and `$after`.
+macro_rules! query_builds {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Build,
+            $before
+                + "id, revision_id AS revision, creation_date, status, error_message, trigger,
+                   has_request_method, has_requests_method"
+                + $after
+            $(, $arg)*
+        )
+    };
+}
+
 /// Recomputes a version's status from its builds: `building` while its newest
 /// build is queued, building or validating; else `available` once a revision
 /// is active; else `unavailable`.
@@ -115,11 +130,10 @@ async fn queue_build(
     revision_id: Uuid,
     trigger: Trigger,
 ) -> Result<Build> {
-    let build = sqlx::query_as!(
-        Build,
-        r#"INSERT INTO builds (id, revision_id, version_id, trigger) VALUES ($1, $2, $3, $4)
-           RETURNING id, revision_id AS revision, creation_date, status, error_message, trigger,
-                     has_request_method, has_requests_method"#,
+    let build = query_builds!(
+        "INSERT INTO builds (id, revision_id, version_id, trigger) VALUES ($1, $2, $3, $4)
+         RETURNING ",
+        "",
         Uuid::new_v4(),
         revision_id,
         version_id,
@@ -420,11 +434,9 @@ impl Store {
     }
 
     pub async fn list_builds(&self, version_id: Uuid) -> Result<Vec<Build>> {
-        let builds = sqlx::query_as!(
-            Build,
-            r#"SELECT id, revision_id AS revision, creation_date, status, error_message, trigger,
-                   has_request_method, has_requests_method
-               FROM builds WHERE version_id = $1 ORDER BY creation_date, id"#,
+        let builds = query_builds!(
+            "SELECT ",
+            " FROM builds WHERE version_id = $1 ORDER BY creation_date, id",
             version_id,
         )
         .fetch_all(&mut *self.connection().await?)
@@ -433,11 +445,9 @@ impl Store {
     }
 
     pub async fn get_build(&self, version_id: Uuid, id: Uuid) -> Result<Build> {
-        sqlx::query_as!(
-            Build,
-            r#"SELECT id, revision_id AS revision, creation_date, status, error_message, trigger,
-                   has_request_method, has_requests_method
-               FROM builds WHERE version_id = $1 AND id = $2"#,
+        query_builds!(
+            "SELECT ",
+            " FROM builds WHERE version_id = $1 AND id = $2",
             version_id,
             id,
         )
@@ -469,12 +479,11 @@ impl Store {
                 "Build {id} has already finished ({status}) and cannot be cancelled"
             )));
         }
-        let build = sqlx::query_as!(
-            Build,
-            r#"UPDATE builds SET status = 'cancelled', worker_id = NULL, lease_expires_at = NULL
-               WHERE id = $1
-               RETURNING id, revision_id AS revision, creation_date, status, error_message, trigger,
-                         has_request_method, has_requests_method"#,
+        let build = query_builds!(
+            "UPDATE builds SET status = 'cancelled', worker_id = NULL, lease_expires_at = NULL
+             WHERE id = $1
+             RETURNING ",
+            "",
             id,
         )
         .fetch_one(&mut *tx)

@@ -34,6 +34,21 @@ pub struct BootstrapOutcome {
     pub revoked: Vec<Uuid>,
 }
 
+/// `query_as!` into `$row` (`TokenRecord` or `TokenListing`) with its select
+/// list, written once here, between the SQL `$before` and `$after`.
+macro_rules! query_tokens {
+    (TokenRecord, $before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(TokenRecord, $before + "id, email, project_scope" + $after $(, $arg)*)
+    };
+    (TokenListing, $before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            TokenListing,
+            $before + "id, email, project_scope, bootstrap, created_at, revoked_at" + $after
+            $(, $arg)*
+        )
+    };
+}
+
 impl Store {
     pub async fn insert_token(
         &self,
@@ -41,10 +56,11 @@ impl Store {
         email: &str,
         project_scope: Option<&[String]>,
     ) -> Result<TokenRecord> {
-        let record = sqlx::query_as!(
+        let record = query_tokens!(
             TokenRecord,
             "INSERT INTO api_tokens (id, token_hash, email, project_scope) VALUES ($1, $2, $3, $4)
-             RETURNING id, email, project_scope",
+             RETURNING ",
+            "",
             Uuid::new_v4(),
             hash.as_slice(),
             email,
@@ -79,14 +95,15 @@ impl Store {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let token = sqlx::query_as!(
+        let token = query_tokens!(
             TokenRecord,
             "INSERT INTO api_tokens (id, token_hash, email, project_scope, bootstrap)
              VALUES ($1, $2, $3, NULL, true)
              ON CONFLICT (token_hash)
              DO UPDATE SET email = EXCLUDED.email, project_scope = NULL, revoked_at = NULL,
                            bootstrap = true
-             RETURNING id, email, project_scope",
+             RETURNING ",
+            "",
             Uuid::new_v4(),
             hash.as_slice(),
             email,
@@ -105,10 +122,10 @@ impl Store {
     /// so steering that prefix needs SHA-256 preimages. The secret itself is
     /// never compared anywhere, so no comparison of it can leak.
     pub async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
-        let record = sqlx::query_as!(
+        let record = query_tokens!(
             TokenRecord,
-            "SELECT id, email, project_scope FROM api_tokens
-             WHERE token_hash = $1 AND revoked_at IS NULL",
+            "SELECT ",
+            " FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
             hash.as_slice(),
         )
         .fetch_optional(&mut *self.connection().await?)
@@ -126,10 +143,10 @@ impl Store {
     /// Every token, live or revoked, oldest first: what an operator needs to
     /// tell them apart. Never the secret, which is not stored.
     pub async fn list_tokens(&self) -> Result<Vec<TokenListing>> {
-        let tokens = sqlx::query_as!(
+        let tokens = query_tokens!(
             TokenListing,
-            "SELECT id, email, project_scope, bootstrap, created_at, revoked_at
-             FROM api_tokens ORDER BY created_at, id",
+            "SELECT ",
+            " FROM api_tokens ORDER BY created_at, id",
         )
         .fetch_all(&mut *self.connection().await?)
         .await?;
@@ -139,10 +156,11 @@ impl Store {
     /// Revokes the live token with this id; `None` when there is no such live
     /// token (unknown, or revoked already).
     pub async fn revoke_token_by_id(&self, id: Uuid) -> Result<Option<TokenListing>> {
-        let token = sqlx::query_as!(
+        let token = query_tokens!(
             TokenListing,
             "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL
-             RETURNING id, email, project_scope, bootstrap, created_at, revoked_at",
+             RETURNING ",
+            "",
             id,
         )
         .fetch_optional(&mut *self.connection().await?)
@@ -152,10 +170,11 @@ impl Store {
 
     /// Revokes every live token of this email; returns those it revoked.
     pub async fn revoke_tokens_by_email(&self, email: &str) -> Result<Vec<TokenListing>> {
-        let tokens = sqlx::query_as!(
+        let tokens = query_tokens!(
             TokenListing,
             "UPDATE api_tokens SET revoked_at = now() WHERE email = $1 AND revoked_at IS NULL
-             RETURNING id, email, project_scope, bootstrap, created_at, revoked_at",
+             RETURNING ",
+            "",
             email,
         )
         .fetch_all(&mut *self.connection().await?)

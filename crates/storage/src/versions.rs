@@ -45,8 +45,35 @@ pub struct DeploymentRef<'a> {
     pub name: &'a str,
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct VersionRow {
+/// Declares `VersionRow`, a version as read, and `KeyedVersionRow`, the same
+/// after the key index of a batched lookup, from one list of fields:
+/// `query_as!` fills a row type field by field, so the lookup, checked like
+/// the other reads, needs a type of its own.
+macro_rules! version_rows {
+    ($($field:ident: $type:ty,)*) => {
+        pub(crate) struct VersionRow {
+            $($field: $type,)*
+        }
+
+        pub(crate) struct KeyedVersionRow {
+            key_index: i64,
+            $($field: $type,)*
+        }
+
+        impl From<KeyedVersionRow> for Keyed<VersionRow> {
+            fn from(row: KeyedVersionRow) -> Self {
+                Keyed {
+                    key_index: row.key_index,
+                    row: VersionRow {
+                        $($field: row.$field,)*
+                    },
+                }
+            }
+        }
+    };
+}
+
+version_rows! {
     id: Uuid,
     deployment_id: Uuid,
     name: String,
@@ -77,6 +104,78 @@ pub(crate) struct VersionRow {
     is_default: bool,
     creation_date: DateTime<Utc>,
     last_updated: DateTime<Utc>,
+}
+
+/// `query_as!` into `$row` with the select list of a version row, written
+/// once here, between the SQL `$before` and `$after` (which must name the
+/// version `v` and its deployment `d`). sqlx reads SQL only from literals,
+/// so the list is spliced in by this macro rather than held in a constant.
+macro_rules! query_version_rows {
+    ($row:ident, $before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $row,
+            $before
+                + r#"v.id, v.deployment_id, v.name, v.description, v.language, v.instance_type,
+                     v.memory_allocation, v.maximum_instances, v.minimum_instances,
+                     v.maximum_idle_time, v.labels AS "labels: Json<Labels>", v.monitoring,
+                     v.default_notification_group, v.request_retention_time,
+                     v.request_retention_mode, v.maximum_queue_size_express,
+                     v.maximum_queue_size_batch, v.static_ip, v.restart_request_interruption,
+                     v.runtime_settings AS "runtime_settings: Json<RuntimeSettings>", v.status,
+                     v.active_revision_id, v.latest_build_id,
+                     (SELECT b.revision_id FROM builds b WHERE b.id = v.latest_build_id)
+                         AS "latest_revision_id?",
+                     v.last_file_upload, v.has_request_method, v.has_requests_method,
+                     d.default_version_id IS NOT DISTINCT FROM v.id AS "is_default!",
+                     v.creation_date, v.last_updated"#
+                + $after
+            $(, $arg)*
+        )
+    };
+}
+
+/// Runs the statement made of `$before`, the columns a client sets,
+/// `$between`, their values and `$after`, with the version's id as `$1` and
+/// its deployment's as `$2`: one list of settings for create's INSERT and
+/// update's UPDATE. A column and its value stand at the same place in the
+/// two lists.
+macro_rules! write_version_settings {
+    (
+        $before:literal, $between:literal, $after:literal,
+        $id:expr, $deployment_id:expr, $settings:expr $(,)?
+    ) => {
+        sqlx::query!(
+            $before
+                + "name, description, language, instance_type, memory_allocation,
+                   maximum_instances, minimum_instances, maximum_idle_time, labels, monitoring,
+                   default_notification_group, request_retention_time, request_retention_mode,
+                   maximum_queue_size_express, maximum_queue_size_batch, static_ip,
+                   restart_request_interruption, runtime_settings"
+                + $between
+                + "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20"
+                + $after,
+            $id,
+            $deployment_id,
+            $settings.name,
+            $settings.description,
+            $settings.language,
+            $settings.instance_type,
+            $settings.memory_allocation,
+            $settings.maximum_instances,
+            $settings.minimum_instances,
+            $settings.maximum_idle_time,
+            Json(&$settings.labels) as _,
+            $settings.monitoring,
+            $settings.default_notification_group,
+            $settings.request_retention_time,
+            $settings.request_retention_mode.as_str(),
+            $settings.maximum_queue_size_express,
+            $settings.maximum_queue_size_batch,
+            $settings.static_ip,
+            $settings.restart_request_interruption,
+            Json(&$settings.runtime) as _,
+        )
+    };
 }
 
 impl TryFrom<VersionRow> for Version {
@@ -137,22 +236,11 @@ async fn fetch_version(
     deployment_id: Uuid,
     name: &str,
 ) -> Result<Version> {
-    sqlx::query_as!(
+    query_version_rows!(
         VersionRow,
-        r#"SELECT v.id, v.deployment_id, v.name, v.description, v.language, v.instance_type,
-               v.memory_allocation, v.maximum_instances, v.minimum_instances, v.maximum_idle_time,
-               v.labels AS "labels: Json<Labels>", v.monitoring, v.default_notification_group,
-               v.request_retention_time, v.request_retention_mode, v.maximum_queue_size_express,
-               v.maximum_queue_size_batch, v.static_ip, v.restart_request_interruption,
-               v.runtime_settings AS "runtime_settings: Json<RuntimeSettings>", v.status,
-               v.active_revision_id, v.latest_build_id,
-               (SELECT b.revision_id FROM builds b WHERE b.id = v.latest_build_id)
-                   AS "latest_revision_id?",
-               v.last_file_upload, v.has_request_method, v.has_requests_method,
-               d.default_version_id IS NOT DISTINCT FROM v.id AS "is_default!",
-               v.creation_date, v.last_updated
-           FROM versions v JOIN deployments d ON d.id = v.deployment_id
-           WHERE v.deployment_id = $1 AND v.name = $2"#,
+        "SELECT ",
+        " FROM versions v JOIN deployments d ON d.id = v.deployment_id
+          WHERE v.deployment_id = $1 AND v.name = $2",
         deployment_id,
         name,
     )
@@ -188,38 +276,19 @@ impl Store {
         let mut tx = conn.begin().await?;
         lock_deployment(&mut tx, deployment).await?;
         let id = Uuid::new_v4();
-        sqlx::query!(
-            "INSERT INTO versions
-                 (id, deployment_id, name, description, language, instance_type, memory_allocation,
-                  maximum_instances, minimum_instances, maximum_idle_time, labels, monitoring,
-                  default_notification_group, request_retention_time, request_retention_mode,
-                  maximum_queue_size_express, maximum_queue_size_batch, static_ip,
-                  restart_request_interruption, runtime_settings)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+        write_version_settings!(
+            "INSERT INTO versions (id, deployment_id, ",
+            ") VALUES ($1, $2, ",
+            ")",
             id,
             deployment.id,
-            settings.name,
-            settings.description,
-            settings.language,
-            settings.instance_type,
-            settings.memory_allocation,
-            settings.maximum_instances,
-            settings.minimum_instances,
-            settings.maximum_idle_time,
-            Json(&settings.labels) as _,
-            settings.monitoring,
-            settings.default_notification_group,
-            settings.request_retention_time,
-            settings.request_retention_mode.as_str(),
-            settings.maximum_queue_size_express,
-            settings.maximum_queue_size_batch,
-            settings.static_ip,
-            settings.restart_request_interruption,
-            Json(&settings.runtime) as _,
+            settings,
         )
         .execute(&mut *tx)
         .await
-        .map_err(|e| on_unique_violation(e, || duplicate_version(deployment.name, &settings.name)))?;
+        .map_err(|e| {
+            on_unique_violation(e, || duplicate_version(deployment.name, &settings.name))
+        })?;
         sqlx::query!(
             "UPDATE deployments SET
                  number_of_versions = number_of_versions + 1,
@@ -258,27 +327,15 @@ impl Store {
         filter: Option<&LabelFilter>,
     ) -> Result<Vec<Version>> {
         let (keys, values) = LabelFilter::as_arrays(filter);
-        let rows = sqlx::query_as!(
+        let rows = query_version_rows!(
             VersionRow,
-            r#"SELECT v.id, v.deployment_id, v.name, v.description, v.language, v.instance_type,
-                   v.memory_allocation, v.maximum_instances, v.minimum_instances,
-                   v.maximum_idle_time, v.labels AS "labels: Json<Labels>", v.monitoring,
-                   v.default_notification_group, v.request_retention_time,
-                   v.request_retention_mode, v.maximum_queue_size_express,
-                   v.maximum_queue_size_batch, v.static_ip, v.restart_request_interruption,
-                   v.runtime_settings AS "runtime_settings: Json<RuntimeSettings>", v.status,
-                   v.active_revision_id, v.latest_build_id,
-                   (SELECT b.revision_id FROM builds b WHERE b.id = v.latest_build_id)
-                       AS "latest_revision_id?",
-                   v.last_file_upload, v.has_request_method, v.has_requests_method,
-                   d.default_version_id IS NOT DISTINCT FROM v.id AS "is_default!",
-                   v.creation_date, v.last_updated
-               FROM versions v JOIN deployments d ON d.id = v.deployment_id
-               WHERE v.deployment_id = $1
-                 AND ($2::text[] IS NULL OR EXISTS (
-                       SELECT 1 FROM unnest($2::text[], $3::text[]) AS f(key, value)
-                       WHERE v.labels ->> f.key = f.value))
-               ORDER BY v.name"#,
+            "SELECT ",
+            r#" FROM versions v JOIN deployments d ON d.id = v.deployment_id
+                WHERE v.deployment_id = $1
+                  AND ($2::text[] IS NULL OR EXISTS (
+                        SELECT 1 FROM unnest($2::text[], $3::text[]) AS f(key, value)
+                        WHERE v.labels ->> f.key = f.value))
+                ORDER BY v.name"#,
             deployment_id,
             keys.as_deref(),
             values.as_deref(),
@@ -305,38 +362,19 @@ impl Store {
         let old_language = current.settings.language.clone();
         let settings =
             change(current.settings).map_err(|e| StorageError::Rejected(e.message().to_owned()))?;
-        sqlx::query!(
-            "UPDATE versions SET
-                 name = $2, description = $3, instance_type = $4, memory_allocation = $5,
-                 maximum_instances = $6, minimum_instances = $7, maximum_idle_time = $8, labels = $9,
-                 monitoring = $10, default_notification_group = $11, request_retention_time = $12,
-                 request_retention_mode = $13, maximum_queue_size_express = $14,
-                 maximum_queue_size_batch = $15, static_ip = $16, restart_request_interruption = $17,
-                 language = $18, runtime_settings = $19, last_updated = now()
-             WHERE id = $1",
+        write_version_settings!(
+            "UPDATE versions SET (",
+            ") = ROW(",
+            "), last_updated = now() WHERE id = $1 AND deployment_id = $2",
             current.id,
-            settings.name,
-            settings.description,
-            settings.instance_type,
-            settings.memory_allocation,
-            settings.maximum_instances,
-            settings.minimum_instances,
-            settings.maximum_idle_time,
-            Json(&settings.labels) as _,
-            settings.monitoring,
-            settings.default_notification_group,
-            settings.request_retention_time,
-            settings.request_retention_mode.as_str(),
-            settings.maximum_queue_size_express,
-            settings.maximum_queue_size_batch,
-            settings.static_ip,
-            settings.restart_request_interruption,
-            settings.language,
-            Json(&settings.runtime) as _,
+            deployment.id,
+            settings,
         )
         .execute(&mut *tx)
         .await
-        .map_err(|e| on_unique_violation(e, || duplicate_version(deployment.name, &settings.name)))?;
+        .map_err(|e| {
+            on_unique_violation(e, || duplicate_version(deployment.name, &settings.name))
+        })?;
         // A new environment needs the version's code built in it; the build
         // is queued with the change, so the version is `building` at once.
         // While a build is pending, its revision is where the version is
@@ -506,41 +544,30 @@ impl Lookup for VersionByNames {
     type Key = (String, String, String);
     type Row = VersionRow;
 
-    // Not `query_as!`: the macro cannot add the key index to the row type.
     // `LIMIT 1` keeps each key an index lookup whatever the batch size.
     async fn fetch(conn: &mut PgConnection, keys: &[Self::Key]) -> Result<Vec<Keyed<VersionRow>>> {
         let projects: Vec<&str> = keys.iter().map(|key| key.0.as_str()).collect();
         let deployments: Vec<&str> = keys.iter().map(|key| key.1.as_str()).collect();
         let versions: Vec<&str> = keys.iter().map(|key| key.2.as_str()).collect();
-        Ok(sqlx::query_as(
-            r#"SELECT k.ord - 1 AS key_index, found.*
+        let rows = query_version_rows!(
+            KeyedVersionRow,
+            r#"SELECT k.ord - 1 AS "key_index!", found.*
                FROM unnest($1::text[], $2::text[], $3::text[])
                     WITH ORDINALITY AS k(project, deployment, version, ord)
                CROSS JOIN LATERAL (
-                   SELECT v.id, v.deployment_id, v.name, v.description, v.language,
-                          v.instance_type, v.memory_allocation, v.maximum_instances,
-                          v.minimum_instances, v.maximum_idle_time, v.labels, v.monitoring,
-                          v.default_notification_group, v.request_retention_time,
-                          v.request_retention_mode, v.maximum_queue_size_express,
-                          v.maximum_queue_size_batch, v.static_ip,
-                          v.restart_request_interruption, v.runtime_settings, v.status,
-                          v.active_revision_id, v.latest_build_id,
-                          (SELECT b.revision_id FROM builds b WHERE b.id = v.latest_build_id)
-                              AS latest_revision_id,
-                          v.last_file_upload, v.has_request_method, v.has_requests_method,
-                          d.default_version_id IS NOT DISTINCT FROM v.id AS is_default,
-                          v.creation_date, v.last_updated
-                   FROM projects p
+                   SELECT "#,
+            " FROM projects p
                    JOIN deployments d ON d.project_id = p.id
                    JOIN versions v ON v.deployment_id = d.id
                    WHERE p.name = k.project AND d.name = k.deployment AND v.name = k.version
-                   LIMIT 1) found"#,
+                   LIMIT 1) found",
+            &projects as &[&str],
+            &deployments as &[&str],
+            &versions as &[&str],
         )
-        .bind(projects)
-        .bind(deployments)
-        .bind(versions)
         .fetch_all(conn)
-        .await?)
+        .await?;
+        Ok(rows.into_iter().map(Keyed::from).collect())
     }
 }
 

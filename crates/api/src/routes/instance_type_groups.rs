@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use ubiops_domain::version::InstanceType;
+use ubiops_domain::instance_types::InstanceType;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

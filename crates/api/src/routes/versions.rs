@@ -6,10 +6,9 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use ubiops_domain::environment::environment_name;
+use ubiops_domain::instance_types::instance_type_group_id;
 use ubiops_domain::labels::{LabelFilter, Labels};
-use ubiops_domain::version::{
-    instance_type_group_id, language_description, RetentionMode, VersionRequest,
-};
+use ubiops_domain::version::{language_description, RetentionMode, VersionRequest};
 use ubiops_domain::version_settings::RuntimeSettings;
 use ubiops_storage::Version;
 use utoipa::ToSchema;
