@@ -26,8 +26,9 @@ TOKEN = os.environ["TOKEN"]
 WORK = os.environ["WORK"]
 PROXY = f"http://127.0.0.1:{PROXY_PORT}"
 LARGE_MIB = 320
-# The server holds a few 5 MiB parts of an upload at a time; its whole peak
-# resident size must stay far below the file (it would exceed it if buffered).
+# The server streams an upload to storage as it arrives, holding only the
+# pieces in flight; its whole peak resident size must stay far below the file
+# (it would exceed it if buffered).
 PEAK_RSS_LIMIT_MIB = 160
 
 failures = []

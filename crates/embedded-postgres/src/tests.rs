@@ -1,6 +1,15 @@
-use super::*;
+use std::fs;
+use std::io::{self, BufRead, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use std::io::BufRead;
+use nix::unistd::{Uid, User};
+use sqlx::{Connection, PgConnection};
+
+use crate::socket::socket_dir_for;
+use crate::{make_traversable, running_cluster_url, ClusterConfig, EmbeddedPostgres, Error};
 
 /// A temporary directory the unprivileged PostgreSQL user can enter.
 fn traversable_tempdir() -> tempfile::TempDir {
@@ -320,88 +329,5 @@ async fn killed_parent_takes_postgres_down() {
     assert!(
         wait_gone(pid, Duration::from_secs(15)).await,
         "postmaster {pid} outlived its parent"
-    );
-}
-
-#[test]
-fn binaries_not_found_message() {
-    let empty = tempfile::tempdir().unwrap();
-    let err = find_binaries_in(None, Some(empty.path().into()), empty.path()).unwrap_err();
-    assert!(matches!(err, Error::BinariesNotFound));
-    assert_eq!(
-        err.to_string(),
-        "PostgreSQL server binaries (initdb, postgres) not found on PATH or in /usr/lib/postgresql/*/bin: \
-         install the PostgreSQL server package (e.g. `apt-get install postgresql`) \
-         or set DATABASE_URL to use an existing database"
-    );
-    let err = find_binaries_in(
-        Some(empty.path().into()),
-        None,
-        Path::new("/usr/lib/postgresql"),
-    )
-    .unwrap_err();
-    assert!(matches!(err, Error::BadBinDir(_)), "{err}");
-}
-
-#[test]
-fn binaries_search_order() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fake_bin = |dir: &Path| {
-        fs::create_dir_all(dir).unwrap();
-        for name in ["initdb", "postgres"] {
-            fs::write(dir.join(name), "#!/bin/sh\n").unwrap();
-            fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        dir.to_owned()
-    };
-    let root = tmp.path().join("lib");
-    for version in ["9.6", "10", "15", "notaversion"] {
-        fake_bin(&root.join(version).join("bin"));
-    }
-    let newest = find_binaries_in(None, None, &root).unwrap();
-    assert_eq!(newest.postgres, root.join("15/bin/postgres"));
-
-    // A directory with only one of the two does not count.
-    let half = tmp.path().join("half");
-    fs::create_dir_all(&half).unwrap();
-    fs::write(half.join("postgres"), "").unwrap();
-    let on_path = fake_bin(&tmp.path().join("path"));
-    let path = std::env::join_paths([&half, &on_path]).unwrap();
-    assert_eq!(
-        find_binaries_in(None, Some(path.clone()), &root)
-            .unwrap()
-            .initdb,
-        on_path.join("initdb")
-    );
-
-    let env = fake_bin(&tmp.path().join("env"));
-    assert_eq!(
-        find_binaries_in(Some(env.clone()), Some(path), &root)
-            .unwrap()
-            .initdb,
-        env.join("initdb")
-    );
-}
-
-#[test]
-fn socket_dir_falls_back_to_tmp_for_long_paths() {
-    let short = Path::new("/var/lib/ubiops/postgres");
-    assert_eq!(socket_dir_for(short), short.join("run"));
-
-    let long = PathBuf::from(format!("/var/lib/{}", "x".repeat(100)));
-    let fallback = socket_dir_for(&long);
-    assert!(
-        fallback.starts_with("/tmp") && fallback.to_string_lossy().starts_with("/tmp/ubiops-pg-")
-    );
-    assert_eq!(fallback, socket_dir_for(&long), "must be stable");
-    assert_ne!(fallback, socket_dir_for(&long.join("other")));
-    assert!(fallback.join(".s.PGSQL.5432").as_os_str().len() <= MAX_SOCKET_PATH);
-}
-
-#[test]
-fn urls_escape_paths_and_names() {
-    assert_eq!(
-        connection_url(Path::new("/data dir/run+1"), 5432, "my db"),
-        "postgres://ubiops@localhost/my%20db?host=/data%20dir/run%2B1&port=5432"
     );
 }

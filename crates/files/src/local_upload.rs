@@ -3,17 +3,18 @@
 //! object_store's own local upload gathers parts and writes each on the
 //! blocking pool. Writing every received chunk at once instead, on the task
 //! that received it, while the bytes are still in the CPU's cache and with no
-//! hand-off to another thread, is what brings a large upload to half the speed
-//! of `cp` on two cores (BENCHMARKS.md, ninth round: handing the chunk to a
-//! blocking-pool writer over a channel, or wrapping the write in
-//! `block_in_place`, gave the gain back).
+//! hand-off to another thread, is what keeps a large upload close to the
+//! disk's speed when the server's CPU is the upload's critical path (a small
+//! machine). Handing the chunk to a blocking-pool writer over a channel, or
+//! wrapping the write in `block_in_place`, gave the gain back (BENCHMARKS.md,
+//! "Uploads and builds").
 //!
 //! The price is a blocking `write` on a runtime worker: it copies one received
-//! chunk (hyper reads at most about 400 KiB at a time) into the page cache,
-//! which takes microseconds, but longer when the kernel throttles a process
-//! with too many dirty pages or when the data directory is on a network file
-//! system. nginx buffers request bodies to disk the same way. A data directory
-//! on a network file system should be an `s3://` store instead (README).
+//! chunk (no larger than hyper's read buffer) into the page cache, which is
+//! quick, but takes longer when the kernel throttles a process with too many
+//! dirty pages or when the data directory is on a network file system. nginx
+//! buffers request bodies to disk the same way. A data directory on a network
+//! file system should be an `s3://` store instead (README).
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};

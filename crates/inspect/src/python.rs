@@ -24,8 +24,8 @@ const MAX_BRACE_DEPTH: usize = 1000;
 /// The parser grows its own stack while parsing, but dropping a deeply nested
 /// tree recurses on the ordinary stack; the parse runs on a thread whose stack
 /// covers the deepest tree the size-capped source can produce (one level per
-/// byte at worst, as in `------1`; measured under 100 bytes of stack per
-/// level). Untouched stack pages cost no memory.
+/// byte at worst, as in `------1`), with a wide margin over the stack a level
+/// was measured to take. Untouched stack pages cost no memory.
 const PARSER_STACK_BASE: usize = 64 * 1024 * 1024;
 const PARSER_STACK_PER_SOURCE_BYTE: usize = 256;
 
