@@ -197,31 +197,28 @@ impl ResolvedVersion {
     }
 }
 
+/// Implements an id extractor: the path parameter `$key`, parsed; 404 with
+/// `$not_found` if it is not an id.
+macro_rules! id_extractor {
+    ($name:ident, $key:literal, $not_found:literal) => {
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+                id_in_path(parts, state, $key, $not_found).await.map($name)
+            }
+        }
+    };
+}
+
 /// `{revision_id}`, taken after the version it belongs to.
 pub(crate) struct RevisionId(pub Uuid);
 
 /// `{build_id}`, taken after the version it belongs to.
 pub(crate) struct BuildId(pub Uuid);
 
-impl FromRequestParts<AppState> for RevisionId {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        id_in_path(parts, state, "revision_id", "Revision not found")
-            .await
-            .map(RevisionId)
-    }
-}
-
-impl FromRequestParts<AppState> for BuildId {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        id_in_path(parts, state, "build_id", "Build not found")
-            .await
-            .map(BuildId)
-    }
-}
+id_extractor!(RevisionId, "revision_id", "Revision not found");
+id_extractor!(BuildId, "build_id", "Build not found");
 
 /// A malformed id cannot name anything: 404 like an unknown one.
 async fn id_in_path(
