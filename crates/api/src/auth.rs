@@ -2,8 +2,9 @@
 //! project scope of a token.
 
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{RawPathParams, Request, State};
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 use ubiops_domain::token::{hash_token, token_from_authorization, TokenHash};
@@ -47,6 +48,19 @@ impl Principal {
                 "This API token has no access to project '{project}'"
             )))
         }
+    }
+}
+
+/// For handlers that act as the principal (the audit log names its actor).
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or(ApiError::Internal)
     }
 }
 

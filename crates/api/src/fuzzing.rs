@@ -8,7 +8,7 @@ use futures::stream;
 
 use crate::error::{ApiError, ApiResult};
 use crate::multipart::{FormReader, PartHead};
-use crate::routes::revisions::{
+use crate::routes::uploads::{
     download_name, malformed, read_form, read_zip_head, too_large, upload_boundary, FileSink,
 };
 

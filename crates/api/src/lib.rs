@@ -8,6 +8,7 @@ mod extract;
 pub mod fuzzing;
 mod multipart;
 mod openapi;
+mod paths;
 mod rendered;
 mod routes;
 mod token_cache;

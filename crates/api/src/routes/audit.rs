@@ -2,7 +2,7 @@
 //! clients (`ubiops audit_events list` without a deployment).
 
 use axum::extract::State;
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ubiops_domain::audit::AuditQuery;
@@ -12,10 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{authorized_deployment, authorized_project};
-use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::extract::{PathParams, QueryParams};
+use crate::extract::QueryParams;
+use crate::paths::{DeploymentName, ProjectName};
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -85,13 +84,11 @@ fn respond(events: Vec<AuditEvent>) -> Json<Vec<AuditEventResponse>> {
     responses((status = 200, body = Vec<AuditEventResponse>)))]
 async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, deployment_name)): PathParams<(String, String)>,
+    path: DeploymentName,
     QueryParams(params): QueryParams<AuditParams>,
 ) -> ApiResult<Json<Vec<AuditEventResponse>>> {
     let query = params.parse()?;
-    let deployment =
-        authorized_deployment(&state, &principal, &project_name, &deployment_name).await?;
+    let deployment = path.resolve(&state).await?;
     let scope = AuditScope::Deployment(deployment.id);
     Ok(respond(state.store.list_audit_events(scope, query).await?))
 }
@@ -102,12 +99,11 @@ async fn list(
     responses((status = 200, body = Vec<AuditEventResponse>)))]
 async fn list_project(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(project_name): PathParams<String>,
+    project: ProjectName,
     QueryParams(params): QueryParams<AuditParams>,
 ) -> ApiResult<Json<Vec<AuditEventResponse>>> {
     let query = params.parse()?;
-    let project = authorized_project(&state, &principal, &project_name).await?;
+    let project = project.load(&state).await?;
     let scope = AuditScope::Project(project.id);
     Ok(respond(state.store.list_audit_events(scope, query).await?))
 }

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ubiops_domain::deployment::{DeploymentCreate, DeploymentUpdate, Field, IoType};
@@ -14,10 +14,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::authorized_project;
 use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, PathParams, QueryParams};
+use crate::extract::{JsonBody, QueryParams};
+use crate::paths::{DeploymentName, ProjectName};
 use crate::rendered::RenderedJson;
 use crate::AppState;
 
@@ -87,8 +87,7 @@ struct DeploymentListQuery {
     tag = TAG, params(DeploymentListQuery), responses((status = 200, body = Vec<DeploymentResponse>)))]
 async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(project_name): PathParams<String>,
+    project: ProjectName,
     QueryParams(query): QueryParams<DeploymentListQuery>,
 ) -> ApiResult<RenderedJson> {
     let filter = LabelFilter::parse_optional(query.labels.as_deref())?;
@@ -97,10 +96,10 @@ async fn list(
         query.supports_request_format.as_deref(),
     )?;
     if supports_request_format == Some(false) {
-        authorized_project(&state, &principal, &project_name).await?;
+        project.load(&state).await?;
         return Ok(RenderedJson::empty_array());
     }
-    principal.authorize(&project_name)?;
+    let project_name = project.project_name;
     let listed = state
         .store
         .list_deployments(&project_name, filter.as_ref(), |stamp| {
@@ -116,11 +115,10 @@ async fn list(
     tag = TAG, request_body = DeploymentCreate, responses((status = 201, body = DeploymentResponse)))]
 async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(project_name): PathParams<String>,
+    principal: Principal,
+    ProjectName { project_name }: ProjectName,
     JsonBody(body): JsonBody<DeploymentCreate>,
 ) -> ApiResult<(StatusCode, Json<DeploymentResponse>)> {
-    principal.authorize(&project_name)?;
     let new = body.validate()?;
     let deployment = state
         .store
@@ -132,23 +130,20 @@ async fn create(
     ))
 }
 
+/// Answered from the cached rendering when the row has not changed: project
+/// and deployment are resolved by the one query that reads the row's version.
 #[utoipa::path(get, path = "/projects/{project_name}/deployments/{deployment_name}",
     operation_id = "deployments_get", tag = TAG, responses((status = 200, body = DeploymentResponse)))]
-async fn read(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, deployment_name)): PathParams<(String, String)>,
-) -> ApiResult<RenderedJson> {
-    principal.authorize(&project_name)?;
+async fn read(State(state): State<AppState>, path: DeploymentName) -> ApiResult<RenderedJson> {
     let found = state
         .store
-        .find_deployment(&project_name, &deployment_name, |stamp| {
+        .find_deployment(&path.project_name, &path.deployment_name, |stamp| {
             state.rendered.get(*stamp)
         })
         .await?;
     state
         .rendered
-        .json_one(found, |d| DeploymentResponse::new(&project_name, d))
+        .json_one(found, |d| DeploymentResponse::new(&path.project_name, d))
 }
 
 #[utoipa::path(patch, path = "/projects/{project_name}/deployments/{deployment_name}",
@@ -156,11 +151,12 @@ async fn read(
     responses((status = 200, body = DeploymentResponse)))]
 async fn update(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, deployment_name)): PathParams<(String, String)>,
+    principal: Principal,
+    path: DeploymentName,
     JsonBody(body): JsonBody<DeploymentUpdate>,
 ) -> ApiResult<Json<DeploymentResponse>> {
-    let project = authorized_project(&state, &principal, &project_name).await?;
+    let project = path.load_project(&state).await?;
+    let deployment_name = path.deployment_name;
     // Fields are validated against the input/output types, which never change.
     let current = state
         .store
@@ -179,13 +175,12 @@ async fn update(
     operation_id = "deployments_delete", tag = TAG, responses((status = 204, description = "Deleted")))]
 async fn delete(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, deployment_name)): PathParams<(String, String)>,
+    principal: Principal,
+    path: DeploymentName,
 ) -> ApiResult<StatusCode> {
-    principal.authorize(&project_name)?;
     state
         .store
-        .delete_deployment(&project_name, &deployment_name, &principal.actor)
+        .delete_deployment(&path.project_name, &path.deployment_name, &principal.actor)
         .await?;
     state.purge_deleted_files();
     Ok(StatusCode::NO_CONTENT)

@@ -4,24 +4,23 @@
 //! `ubiops versions wait`) reads the version's environment and its tags before
 //! it waits for the revision; a system environment needs no waiting.
 
-use axum::extract::State;
-use axum::{Extension, Json};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ubiops_domain::environment::{
     system_environment, system_environments, SystemEnvironment, SYSTEM_ENVIRONMENT_TAG,
 };
 use ubiops_domain::labels::{LabelFilter, Labels};
-use ubiops_storage::Project;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::authorized_project;
-use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{PathParams, QueryParams};
+use crate::paths::{ProjectName, ProjectPath};
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -115,30 +114,41 @@ struct ListQuery {
     labels: Option<String>,
 }
 
-/// The project (scope first, then existence) and the system environment named
-/// in a request path.
-async fn project_environment(
-    state: &AppState,
-    principal: &Principal,
-    project_name: &str,
-    environment_name: &str,
-) -> ApiResult<(Project, SystemEnvironment)> {
-    let project = authorized_project(state, principal, project_name).await?;
-    let environment = system_environment(environment_name).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "Environment '{}' not found: this server offers one system environment per supported language (list them at /projects/{{project_name}}/environments)",
-            environment_name.chars().take(80).collect::<String>()
-        ))
-    })?;
-    Ok((project, environment))
+/// `{environment_name}`: the system environment of that name, taken after
+/// the project it belongs to.
+struct EnvironmentPath(SystemEnvironment);
+
+#[derive(Deserialize)]
+struct EnvironmentName {
+    environment_name: String,
+}
+
+impl FromRequestParts<AppState> for EnvironmentPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let PathParams(EnvironmentName { environment_name }) =
+            PathParams::from_request_parts(parts, state).await?;
+        let environment = system_environment(&environment_name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Environment '{}' not found: this server offers one system environment per supported language (list them at /projects/{{project_name}}/environments)",
+                environment_name.chars().take(80).collect::<String>()
+            ))
+        })?;
+        Ok(EnvironmentPath(environment))
+    }
+}
+
+#[derive(Deserialize)]
+struct TagName {
+    tag_name: String,
 }
 
 #[utoipa::path(get, path = "/projects/{project_name}/environments", operation_id = "environments_list", tag = TAG,
     params(ListQuery), responses((status = 200, body = Vec<EnvironmentResponse>)))]
 async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(project_name): PathParams<String>,
+    project: ProjectName,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<EnvironmentResponse>>> {
     let labels = LabelFilter::parse_optional(query.labels.as_deref())?;
@@ -152,7 +162,7 @@ async fn list(
         Some("false") => false,
         Some(_) => return Err(ApiError::bad_request("`system` must be true or false")),
     };
-    let project = authorized_project(&state, &principal, &project_name).await?;
+    let project = project.load(&state).await?;
     if !system || labels.is_some() {
         return Ok(Json(Vec::new()));
     }
@@ -166,43 +176,32 @@ async fn list(
 #[utoipa::path(get, path = "/projects/{project_name}/environments/{environment_name}", operation_id = "environments_get", tag = TAG,
     responses((status = 200, body = EnvironmentResponse)))]
 async fn read(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, environment_name)): PathParams<(String, String)>,
-) -> ApiResult<Json<EnvironmentResponse>> {
-    let (project, environment) =
-        project_environment(&state, &principal, &project_name, &environment_name).await?;
-    Ok(Json(EnvironmentResponse::new(
+    ProjectPath(project): ProjectPath,
+    EnvironmentPath(environment): EnvironmentPath,
+) -> Json<EnvironmentResponse> {
+    Json(EnvironmentResponse::new(
         &project.name,
         project.creation_date,
         environment,
-    )))
+    ))
 }
 
 #[utoipa::path(get, path = "/projects/{project_name}/environments/{environment_name}/tags", operation_id = "environment_tags_list", tag = TAG,
     responses((status = 200, body = Vec<TagResponse>)))]
 async fn list_tags(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, environment_name)): PathParams<(String, String)>,
-) -> ApiResult<Json<Vec<TagResponse>>> {
-    let (project, environment) =
-        project_environment(&state, &principal, &project_name, &environment_name).await?;
-    Ok(Json(vec![TagResponse::new(
-        project.creation_date,
-        environment,
-    )]))
+    ProjectPath(project): ProjectPath,
+    EnvironmentPath(environment): EnvironmentPath,
+) -> Json<Vec<TagResponse>> {
+    Json(vec![TagResponse::new(project.creation_date, environment)])
 }
 
 #[utoipa::path(get, path = "/projects/{project_name}/environments/{environment_name}/tags/{tag_name}", operation_id = "environment_tags_get", tag = TAG,
     responses((status = 200, body = TagResponse)))]
 async fn read_tag(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, environment_name, tag_name)): PathParams<(String, String, String)>,
+    ProjectPath(project): ProjectPath,
+    EnvironmentPath(environment): EnvironmentPath,
+    PathParams(TagName { tag_name }): PathParams<TagName>,
 ) -> ApiResult<Json<TagResponse>> {
-    let (project, environment) =
-        project_environment(&state, &principal, &project_name, &environment_name).await?;
     if tag_name != SYSTEM_ENVIRONMENT_TAG {
         return Err(ApiError::not_found(format!(
             "Tag '{}' not found: system environments have the one tag '{SYSTEM_ENVIRONMENT_TAG}'",

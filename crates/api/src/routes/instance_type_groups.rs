@@ -4,20 +4,19 @@
 //! `_name` wherever they accept `instance_type`.
 
 use axum::extract::State;
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use ubiops_domain::instance_types::InstanceType;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::authorized_project;
 use super::instance_types::InstanceTypeResponse;
-use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::PathParams;
+use crate::paths::ProjectPath;
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -75,13 +74,8 @@ impl GroupResponse {
 
 #[utoipa::path(get, path = "/projects/{project_name}/instance-type-groups", operation_id = "instance_type_groups_list", tag = TAG,
     responses((status = 200, body = GroupPage)))]
-async fn list(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(project_name): PathParams<String>,
-) -> ApiResult<Json<GroupPage>> {
-    let project = authorized_project(&state, &principal, &project_name).await?;
-    Ok(Json(GroupPage {
+async fn list(State(state): State<AppState>, ProjectPath(project): ProjectPath) -> Json<GroupPage> {
+    Json(GroupPage {
         next: None,
         previous: None,
         results: state
@@ -90,17 +84,21 @@ async fn list(
             .iter()
             .map(|t| GroupResponse::new(project.creation_date, t))
             .collect(),
-    }))
+    })
+}
+
+#[derive(Deserialize)]
+struct GroupPath {
+    group_id: String,
 }
 
 #[utoipa::path(get, path = "/projects/{project_name}/instance-type-groups/{group_id}", operation_id = "instance_type_groups_get", tag = TAG,
     responses((status = 200, body = GroupResponse)))]
 async fn read(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, group_id)): PathParams<(String, String)>,
+    ProjectPath(project): ProjectPath,
+    PathParams(GroupPath { group_id }): PathParams<GroupPath>,
 ) -> ApiResult<Json<GroupResponse>> {
-    let project = authorized_project(&state, &principal, &project_name).await?;
     let instance_type = state
         .instance_types
         .by_group_id(&group_id)

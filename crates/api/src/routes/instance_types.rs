@@ -3,7 +3,7 @@
 //! each also its own instance type group (see `instance_type_groups`).
 
 use axum::extract::State;
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ubiops_domain::instance_types::InstanceType;
@@ -13,10 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::authorized_project;
-use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::extract::{PathParams, QueryParams};
+use crate::extract::QueryParams;
+use crate::paths::ProjectName;
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -102,15 +101,14 @@ struct PageParams {
     tag = "Instance types", params(PageParams), responses((status = 200, body = InstanceTypePage)))]
 async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(project_name): PathParams<String>,
+    project: ProjectName,
     QueryParams(params): QueryParams<PageParams>,
 ) -> ApiResult<Json<InstanceTypePage>> {
     let all = state.instance_types.all();
     let last = i64::try_from(all.len()).unwrap_or(i64::MAX);
     let start = bounded_integer("cursor", params.cursor.as_deref(), 0, 0, last)?;
     let limit = bounded_integer("limit", params.limit.as_deref(), last.max(1), 1, i64::MAX)?;
-    let project = authorized_project(&state, &principal, &project_name).await?;
+    let project = project.load(&state).await?;
     // Both within 0..=len by the bounds above.
     let start = usize::try_from(start).unwrap_or(all.len());
     let end = usize::try_from(limit).map_or(all.len(), |limit| {

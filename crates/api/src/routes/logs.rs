@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -15,10 +15,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::authorized_project;
-use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{PathParams, QueryParams};
+use crate::extract::QueryParams;
+use crate::paths::ProjectName;
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -199,8 +198,7 @@ fn v3_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<LogsCreate> {
     responses((status = 200, body = Vec<LogResponse>)))]
 async fn list_v3(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(project_name): PathParams<String>,
+    project: ProjectName,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Vec<LogResponse>>> {
@@ -213,7 +211,7 @@ async fn list_v3(
         limit: body.limit,
     };
     let query = LogQuery::from_v3(&request, now_ns())?;
-    let project = authorized_project(&state, &principal, &project_name).await?;
+    let project = project.load(&state).await?;
     let lines = state.store.list_logs(project.id, &query).await?;
     Ok(Json(lines.into_iter().map(Into::into).collect()))
 }
@@ -225,8 +223,7 @@ async fn list_v3(
     responses((status = 200, body = Vec<LogListItem>)))]
 async fn list_v4(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(project_name): PathParams<String>,
+    project: ProjectName,
     QueryParams(params): QueryParams<LogsListParams>,
 ) -> ApiResult<Json<Vec<LogListItem>>> {
     let query = LogQuery::from_v4(
@@ -236,7 +233,7 @@ async fn list_v4(
         params.limit.as_deref(),
         now_ns(),
     )?;
-    let project = authorized_project(&state, &principal, &project_name).await?;
+    let project = project.load(&state).await?;
     let lines = state.store.list_logs(project.id, &query).await?;
     Ok(Json(lines.into_iter().map(Into::into).collect()))
 }

@@ -2,6 +2,7 @@
 //! shapes it returns.
 
 mod audit;
+mod builds;
 mod deployments;
 mod environments;
 mod instance_type_groups;
@@ -9,8 +10,9 @@ mod instance_types;
 mod logs;
 mod organizations;
 mod projects;
-pub(crate) mod revisions;
+mod revisions;
 mod template_deployments;
+pub(crate) mod uploads;
 mod user;
 mod variables;
 mod versions;
@@ -22,13 +24,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Json, Router};
 use serde::{Deserialize, Serialize};
-use ubiops_storage::{DeploymentRef, Project};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
-use crate::auth::{require_project_access, require_token, Principal};
-use crate::error::{ApiError, ApiResult};
+use crate::auth::{require_project_access, require_token};
+use crate::error::ApiError;
 use crate::{openapi, AppState};
 
 /// Everything under the version prefix, and its OpenAPI document. All of it
@@ -40,7 +40,7 @@ pub fn api_routes(state: AppState) -> OpenApiRouter {
         .merge(audit::routes())
         .merge(versions::routes())
         .merge(variables::routes())
-        .merge(revisions::routes())
+        .merge(under_version())
         .merge(environments::routes())
         .merge(instance_type_groups::routes())
         .merge(instance_types::routes())
@@ -67,6 +67,18 @@ fn with_token_required(
     let mut router = router.route_layer(middleware::from_fn_with_state(state, require_token));
     openapi::document_token_required(router.get_openapi_mut());
     router
+}
+
+/// Revisions, their uploads and their builds, nested under the version's
+/// path so that each handler documents only its own part.
+fn under_version() -> OpenApiRouter<AppState> {
+    const VERSION: &str =
+        "/projects/{project_name}/deployments/{deployment_name}/versions/{version}";
+    let version = OpenApiRouter::new()
+        .merge(revisions::routes())
+        .merge(uploads::routes())
+        .merge(builds::routes());
+    OpenApiRouter::new().nest(VERSION, version)
 }
 
 /// `/status` outside the version prefix, for load balancers.
@@ -119,52 +131,4 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
 struct ListQuery {
     /// `key:value,key:value`: only objects with at least one of these labels.
     labels: Option<String>,
-}
-
-/// Resolves the project of a request path: scope first (403 without a lookup,
-/// so nothing leaks), then existence (404).
-async fn authorized_project(
-    state: &AppState,
-    principal: &Principal,
-    project_name: &str,
-) -> ApiResult<Project> {
-    principal.authorize(project_name)?;
-    Ok(state.store.get_project(project_name).await?)
-}
-
-/// A deployment named in a request path, resolved to its ids.
-struct ResolvedDeployment {
-    project_id: Uuid,
-    id: Uuid,
-    name: String,
-}
-
-impl ResolvedDeployment {
-    fn as_ref(&self) -> DeploymentRef<'_> {
-        DeploymentRef {
-            project_id: self.project_id,
-            id: self.id,
-            name: &self.name,
-        }
-    }
-}
-
-/// Scope first (403 without a lookup), then project and deployment resolved
-/// in one query (404 naming whichever is missing).
-async fn authorized_deployment(
-    state: &AppState,
-    principal: &Principal,
-    project_name: &str,
-    deployment_name: &str,
-) -> ApiResult<ResolvedDeployment> {
-    principal.authorize(project_name)?;
-    let (project_id, id) = state
-        .store
-        .resolve_deployment(project_name, deployment_name)
-        .await?;
-    Ok(ResolvedDeployment {
-        project_id,
-        id,
-        name: deployment_name.to_owned(),
-    })
 }

@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ubiops_domain::names::validate_resource_name;
@@ -13,10 +13,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::authorized_project;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{JsonBody, PathParams};
+use crate::extract::JsonBody;
+use crate::paths::{ProjectName, ProjectPath};
 use crate::AppState;
 
 const TAG: &str = "Projects";
@@ -69,7 +69,7 @@ struct ProjectCreate {
     responses((status = 200, body = Vec<ProjectResponse>)))]
 async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Principal,
 ) -> ApiResult<Json<Vec<ProjectResponse>>> {
     let projects = state
         .store
@@ -87,7 +87,7 @@ async fn list(
     ))]
 async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Principal,
     JsonBody(body): JsonBody<ProjectCreate>,
 ) -> ApiResult<(StatusCode, Json<ProjectResponse>)> {
     validate_resource_name("project", &body.name)?;
@@ -110,13 +110,8 @@ async fn create(
 
 #[utoipa::path(get, path = "/projects/{project_name}", operation_id = "projects_get", tag = TAG,
     responses((status = 200, body = ProjectResponse)))]
-async fn read(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(project_name): PathParams<String>,
-) -> ApiResult<Json<ProjectResponse>> {
-    let project = authorized_project(&state, &principal, &project_name).await?;
-    Ok(Json(project.into()))
+async fn read(ProjectPath(project): ProjectPath) -> Json<ProjectResponse> {
+    Json(project.into())
 }
 
 /// Deletes a project with everything in it.
@@ -124,10 +119,8 @@ async fn read(
     responses((status = 204, description = "Deleted")))]
 async fn delete(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(project_name): PathParams<String>,
+    ProjectName { project_name }: ProjectName,
 ) -> ApiResult<StatusCode> {
-    principal.authorize(&project_name)?;
     state.store.delete_project(&project_name).await?;
     state.purge_deleted_files();
     Ok(StatusCode::NO_CONTENT)

@@ -3,7 +3,7 @@
 //! an active revision (what `template_deployment_id` copies in an upload).
 
 use axum::extract::State;
-use axum::{Extension, Json};
+use axum::Json;
 use serde::Serialize;
 use ubiops_domain::environment::environment_name;
 use ubiops_storage::TemplateDeployment;
@@ -62,7 +62,7 @@ impl From<TemplateDeployment> for TemplateResponse {
     tag = "Template deployments", responses((status = 200, body = Vec<TemplateResponse>)))]
 async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Principal,
 ) -> ApiResult<Json<Vec<TemplateResponse>>> {
     let templates = state
         .store

@@ -1,7 +1,7 @@
 //! `GET /user`: who the token acts as. Newer clients and `ubiops-cli` ask for
 //! it (they need `email`); it is not part of the Deployments documentation.
 
-use axum::{Extension, Json};
+use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -26,7 +26,7 @@ struct UserResponse {
 
 #[utoipa::path(get, path = "/user", operation_id = "user_get", tag = "User",
     responses((status = 200, body = UserResponse)))]
-async fn read(Extension(principal): Extension<Principal>) -> Json<UserResponse> {
+async fn read(principal: Principal) -> Json<UserResponse> {
     Json(UserResponse {
         email: principal.actor.email,
         name: None,

@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use ubiops_domain::variable::{CopyRequest, VariableRequest};
 use ubiops_storage::{Variable, VariableScope};
@@ -12,10 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{authorized_deployment, authorized_project, ResolvedDeployment};
 use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, PathParams};
+use crate::extract::JsonBody;
+use crate::paths::{authorized_path_extractor, resolve_deployment, ResolvedDeployment};
 use crate::rendered::RenderedJson;
 use crate::{openapi, AppState};
 
@@ -58,6 +58,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The path parameters of any of the three scopes.
+/// The path of every handler here: a project, maybe a deployment and a
+/// version in it, maybe a variable.
 #[derive(Deserialize)]
 struct ScopePath {
     project_name: String,
@@ -65,6 +67,8 @@ struct ScopePath {
     version: Option<String>,
     id: Option<String>,
 }
+
+authorized_path_extractor!(ScopePath);
 
 /// A scope resolved to ids (owned, so handlers can lend it to storage).
 enum ResolvedScope {
@@ -104,26 +108,24 @@ impl ResolvedScope {
     }
 }
 
+/// In a project whose scope was checked.
 async fn resolve(
     state: &AppState,
-    principal: &Principal,
     project_name: &str,
     deployment_name: Option<&str>,
     version: Option<&str>,
 ) -> ApiResult<ResolvedScope> {
     let Some(deployment_name) = deployment_name else {
-        let project = authorized_project(state, principal, project_name).await?;
+        let project = state.store.get_project(project_name).await?;
         return Ok(ResolvedScope::Project {
             project_id: project.id,
             project_name: project.name,
         });
     };
     let Some(version) = version else {
-        let deployment =
-            authorized_deployment(state, principal, project_name, deployment_name).await?;
+        let deployment = resolve_deployment(state, project_name, deployment_name).await?;
         return Ok(ResolvedScope::Deployment(deployment));
     };
-    principal.authorize(project_name)?;
     let resolved = state
         .store
         .resolve_version(project_name, deployment_name, version)
@@ -140,10 +142,9 @@ async fn resolve(
 }
 
 impl ScopePath {
-    async fn resolve(&self, state: &AppState, principal: &Principal) -> ApiResult<ResolvedScope> {
+    async fn resolve(&self, state: &AppState) -> ApiResult<ResolvedScope> {
         resolve(
             state,
-            principal,
             &self.project_name,
             self.deployment_name.as_deref(),
             self.version.as_deref(),
@@ -197,12 +198,7 @@ impl From<Variable> for VariableResponse {
 /// The scope's variables, with those it inherits from wider scopes.
 #[utoipa::path(get, path = "/environment-variables", operation_id = "list", tag = TAG,
     responses((status = 200, body = Vec<VariableResponse>)))]
-async fn list(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(path): PathParams<ScopePath>,
-) -> ApiResult<RenderedJson> {
-    principal.authorize(&path.project_name)?;
+async fn list(State(state): State<AppState>, path: ScopePath) -> ApiResult<RenderedJson> {
     let listed = state
         .store
         .list_variables(
@@ -224,11 +220,11 @@ async fn list(
     request_body = VariableRequest, responses((status = 201, body = VariableResponse)))]
 async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(path): PathParams<ScopePath>,
+    principal: Principal,
+    path: ScopePath,
     JsonBody(body): JsonBody<VariableRequest>,
 ) -> ApiResult<(StatusCode, Json<VariableResponse>)> {
-    let scope = path.resolve(&state, &principal).await?;
+    let scope = path.resolve(&state).await?;
     let variable = body.validate()?;
     let created = state
         .store
@@ -244,12 +240,8 @@ async fn create(
 
 #[utoipa::path(get, path = "/environment-variables/{id}", operation_id = "get", tag = TAG,
     responses((status = 200, body = VariableResponse)))]
-async fn read(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(path): PathParams<ScopePath>,
-) -> ApiResult<Json<VariableResponse>> {
-    let scope = path.resolve(&state, &principal).await?;
+async fn read(State(state): State<AppState>, path: ScopePath) -> ApiResult<Json<VariableResponse>> {
+    let scope = path.resolve(&state).await?;
     let variable = state
         .store
         .get_variable(scope.as_scope(), path.variable_id(&state, &scope).await?)
@@ -261,11 +253,11 @@ async fn read(
     request_body = VariableRequest, responses((status = 200, body = VariableResponse)))]
 async fn update(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(path): PathParams<ScopePath>,
+    principal: Principal,
+    path: ScopePath,
     JsonBody(body): JsonBody<VariableRequest>,
 ) -> ApiResult<Json<VariableResponse>> {
-    let scope = path.resolve(&state, &principal).await?;
+    let scope = path.resolve(&state).await?;
     let id = path.variable_id(&state, &scope).await?;
     let variable = body.validate()?;
     let updated = state
@@ -285,10 +277,10 @@ async fn update(
     responses((status = 204, description = "Deleted")))]
 async fn delete(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(path): PathParams<ScopePath>,
+    principal: Principal,
+    path: ScopePath,
 ) -> ApiResult<StatusCode> {
-    let scope = path.resolve(&state, &principal).await?;
+    let scope = path.resolve(&state).await?;
     state
         .store
         .delete_variable(
@@ -306,14 +298,14 @@ async fn delete(
     request_body = CopyRequest, responses((status = 200, body = Vec<VariableResponse>)))]
 async fn copy(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams(path): PathParams<ScopePath>,
+    principal: Principal,
+    path: ScopePath,
     JsonBody(body): JsonBody<CopyRequest>,
 ) -> ApiResult<Json<Vec<VariableResponse>>> {
-    let target = path.resolve(&state, &principal).await?;
+    let target = path.resolve(&state).await?;
+    // In the target's project.
     let source = resolve(
         &state,
-        &principal,
         &path.project_name,
         Some(&body.source_deployment),
         body.source_version.as_deref(),

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use ubiops_domain::environment::environment_name;
@@ -16,10 +16,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{authorized_deployment, ListQuery};
+use super::ListQuery;
 use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, PathParams, QueryParams};
+use crate::extract::{JsonBody, QueryParams};
+use crate::paths::{DeploymentName, VersionName};
 use crate::AppState;
 
 const TAG: &str = "Versions";
@@ -130,13 +131,11 @@ impl VersionResponse {
     responses((status = 200, body = Vec<VersionResponse>)))]
 async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, deployment_name)): PathParams<(String, String)>,
+    path: DeploymentName,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<VersionResponse>>> {
     let filter = LabelFilter::parse_optional(query.labels.as_deref())?;
-    let deployment =
-        authorized_deployment(&state, &principal, &project_name, &deployment_name).await?;
+    let deployment = path.resolve(&state).await?;
     let versions = state
         .store
         .list_versions(deployment.id, filter.as_ref())
@@ -144,7 +143,7 @@ async fn list(
     Ok(Json(
         versions
             .into_iter()
-            .map(|v| VersionResponse::new(&deployment_name, v))
+            .map(|v| VersionResponse::new(&deployment.name, v))
             .collect(),
     ))
 }
@@ -154,12 +153,11 @@ async fn list(
     responses((status = 201, body = VersionResponse)))]
 async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, deployment_name)): PathParams<(String, String)>,
+    principal: Principal,
+    path: DeploymentName,
     JsonBody(body): JsonBody<VersionRequest>,
 ) -> ApiResult<(StatusCode, Json<VersionResponse>)> {
-    let deployment =
-        authorized_deployment(&state, &principal, &project_name, &deployment_name).await?;
+    let deployment = path.resolve(&state).await?;
     let settings = body.create(&state.instance_types)?;
     let version = state
         .store
@@ -167,23 +165,22 @@ async fn create(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(VersionResponse::new(&deployment_name, version)),
+        Json(VersionResponse::new(&deployment.name, version)),
     ))
 }
 
+/// Project, deployment and version are found by one query.
 #[utoipa::path(get, path = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}",
     operation_id = "deployment_versions_get", tag = TAG, responses((status = 200, body = VersionResponse)))]
 async fn read(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, deployment_name, version)): PathParams<(String, String, String)>,
+    path: VersionName,
 ) -> ApiResult<Json<VersionResponse>> {
-    principal.authorize(&project_name)?;
     let version = state
         .store
-        .find_version(&project_name, &deployment_name, &version)
+        .find_version(&path.project_name, &path.deployment_name, &path.version)
         .await?;
-    Ok(Json(VersionResponse::new(&deployment_name, version)))
+    Ok(Json(VersionResponse::new(&path.deployment_name, version)))
 }
 
 #[utoipa::path(patch, path = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}",
@@ -191,23 +188,22 @@ async fn read(
     responses((status = 200, body = VersionResponse)))]
 async fn update(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, deployment_name, version)): PathParams<(String, String, String)>,
+    principal: Principal,
+    path: VersionName,
     JsonBody(body): JsonBody<VersionRequest>,
 ) -> ApiResult<Json<VersionResponse>> {
-    let deployment =
-        authorized_deployment(&state, &principal, &project_name, &deployment_name).await?;
+    let deployment = path.resolve_deployment(&state).await?;
     let catalog = state.instance_types.clone();
     let version = state
         .store
         .update_version(
             deployment.as_ref(),
-            &version,
+            &path.version,
             |current| body.update(current, &catalog),
             &principal.actor,
         )
         .await?;
-    Ok(Json(VersionResponse::new(&deployment_name, version)))
+    Ok(Json(VersionResponse::new(&deployment.name, version)))
 }
 
 /// Deletes a version with its variables, revisions and files.
@@ -215,14 +211,13 @@ async fn update(
     operation_id = "deployment_versions_delete", tag = TAG, responses((status = 204, description = "Deleted")))]
 async fn delete(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    PathParams((project_name, deployment_name, version)): PathParams<(String, String, String)>,
+    principal: Principal,
+    path: VersionName,
 ) -> ApiResult<StatusCode> {
-    let deployment =
-        authorized_deployment(&state, &principal, &project_name, &deployment_name).await?;
+    let deployment = path.resolve_deployment(&state).await?;
     state
         .store
-        .delete_version(deployment.as_ref(), &version, &principal.actor)
+        .delete_version(deployment.as_ref(), &path.version, &principal.actor)
         .await?;
     state.purge_deleted_files();
     Ok(StatusCode::NO_CONTENT)
