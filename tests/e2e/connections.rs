@@ -98,7 +98,7 @@ async fn connections_closed_by_postgres_are_replaced() {
 }
 
 /// Every request connection runs its statements with generic plans
-/// (BENCHMARKS.md, sixth round).
+/// (why: BENCHMARKS.md, design decisions).
 #[tokio::test]
 async fn request_connections_use_generic_plans() {
     let database = fresh_database().await;

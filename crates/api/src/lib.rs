@@ -37,8 +37,7 @@ pub use token_cache::{TokenCache, DEFAULT_TOKEN_CACHE_TTL};
 
 /// What every handler can reach, behind one reference count: axum clones the
 /// state for every extractor and layer of every request, and cloning each
-/// service handle instead cost about 5% of a GET's CPU (a profile of the
-/// benchmark).
+/// service handle instead showed up in the profile of a GET.
 #[derive(Clone)]
 pub struct AppState(Arc<Services>);
 

@@ -2,8 +2,8 @@
 //!
 //! The upload route used `multer` (behind axum's `Multipart`) until a profile
 //! of a 1 GiB upload showed its cost: it copies every received chunk into a
-//! buffer of its own before looking for the boundary (`memmove`, 9.4% of the
-//! server's samples, BENCHMARKS.md), and returns everything ready as one
+//! buffer of its own before looking for the boundary (`memmove` stood out in
+//! the server's profile), and returns everything ready as one
 //! chunk, so a fast client made chunks of several MB that the upload had to
 //! hold. This reader hands out slices of the chunks the HTTP server received
 //! (`Bytes::split_to`, no copy) and never holds more than one of them: only

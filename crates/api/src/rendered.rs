@@ -15,11 +15,11 @@ use ubiops_storage::{Listed, RowStamp, ScopeStamp};
 
 use crate::error::{ApiError, ApiResult};
 
-/// How much rendered JSON is kept: about 60,000 deployments, or variable
-/// lists, of typical size. A cache that is full admits a new rendering only
-/// on its second read (`quick_cache`'s CLOCK-Pro), so a working set near the
-/// budget warms slowly: 16 MiB did, on the benchmark's 10,000 deployments and
-/// 20,000 variable lists.
+/// How much rendered JSON is kept: tens of thousands of deployments, or
+/// variable lists, of typical size. A cache that is full admits a new
+/// rendering only on its second read (`quick_cache`'s CLOCK-Pro), so a
+/// working set near the budget warms slowly: the budget leaves room above the
+/// benchmark's seeded data (see BENCHMARKS.md).
 pub const DEFAULT_RENDERED_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Rendered responses. Nothing is ever invalidated: a change makes a new

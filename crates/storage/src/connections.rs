@@ -3,8 +3,8 @@
 //!
 //! sqlx's own pool sends a `Sync` and waits for the answer both when it hands
 //! out a connection and when it takes one back (the second is unconditional),
-//! so a one-query request cost three round trips to PostgreSQL instead of one:
-//! on two cores, a third of the time of "GET one deployment" (BENCHMARKS.md).
+//! so a one-query request cost three round trips to PostgreSQL instead of one,
+//! the largest cost of "GET one deployment" after the query itself.
 //! Here a connection is only checked when there is a reason to doubt it:
 //! - it sat idle for a while (PostgreSQL may have restarted meanwhile);
 //! - some database operation in this process failed in a way that can break
@@ -72,9 +72,8 @@ impl managed::Manager for Manager {
         // PostgreSQL's default (`auto`) planned most statements anew on every
         // execution: the generic plan of a statement over key arrays (the
         // batched lookups) assumes 10 keys, a custom plan sees the real few,
-        // so the generic plan never looked cheaper. Planning was a third of
-        // PostgreSQL's CPU per GET; generic plans cut that CPU by 35-75% per
-        // read (BENCHMARKS.md, sixth round). Every statement here is keyed by
+        // so the generic plan never looked cheaper and every batch was
+        // planned anew (see BENCHMARKS.md). Every statement here is keyed by
         // names or ids, so a generic plan is as good as a custom one; the one
         // filter whose generic plan was slow is a statement of its own
         // (`deployment_stamps`). A `SET` rather than a startup option, which
