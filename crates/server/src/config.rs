@@ -1,13 +1,20 @@
-//! Configuration from the environment. Every variable is checked at start and
-//! a bad value stops the server with a message that names the variable.
+//! Configuration, parsed by clap. Every setting is an environment variable
+//! (the documented interface: README.md, the Dockerfile, the Compose file),
+//! which `serve` and `worker` also take as a flag. Every value is checked at
+//! start, and a bad one stops the start with a message that names the
+//! variable.
 
-use std::env;
+use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use clap::Args;
 use ubiops_api::DEFAULT_TOKEN_CACHE_TTL;
 use ubiops_domain::instance_types::InstanceTypeCatalog;
 use ubiops_domain::secrets::Keyring;
@@ -18,177 +25,344 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ORGANIZATION: &str = "self-hosted";
 pub const DEFAULT_BOOTSTRAP_EMAIL: &str = "admin@localhost";
 const MIN_BOOTSTRAP_TOKEN_LENGTH: usize = 16;
-/// Long enough for a PostgreSQL started beside the server (a Compose stack,
-/// a host booting) to initialise, short enough that a wrong host fails the
-/// start visibly.
-const DEFAULT_DATABASE_WAIT_SECONDS: &str = "60";
 
-#[derive(Debug, Clone)]
+/// The settings of `serve` and `worker`.
+#[derive(Clone, Args)]
 pub struct Config {
-    pub listen: SocketAddr,
-    /// `None`: run the embedded PostgreSQL in `<data dir>/postgres`.
-    pub database_url: Option<String>,
-    /// How long to keep trying an external database that cannot be reached
-    /// at start (it may be starting too).
+    #[command(flatten)]
+    pub data: DataConfig,
+
+    /// At start, how long to keep trying a DATABASE_URL that cannot be
+    /// reached yet (it may be starting too: a Compose stack, a host booting);
+    /// 0 fails at once.
+    // The default is long enough for a PostgreSQL started beside the server
+    // to initialise, short enough that a wrong host fails the start visibly.
+    #[arg(
+        long = "database-wait-seconds",
+        env = "UBIOPS_DATABASE_WAIT_SECONDS",
+        value_name = "SECONDS",
+        default_value = "60",
+        value_parser = setting(|raw| whole(raw, 0..=3600, "seconds").map(Duration::from_secs)),
+    )]
     pub database_wait: Duration,
-    pub data_dir: PathBuf,
-    pub storage_url: Url,
-    pub bootstrap_token: Option<BootstrapToken>,
-    pub organization_name: String,
+
+    /// Connections to PostgreSQL for requests and builds.
+    #[arg(
+        long = "database-pool-size",
+        env = "UBIOPS_DATABASE_POOL_SIZE",
+        value_name = "CONNECTIONS",
+        default_value = "16",
+        value_parser = setting(parsed::<u32>),
+    )]
     pub database_pool_size: u32,
-    pub instance_types: InstanceTypeCatalog,
-    /// Hex key that seals secrets; `None`: use `<data dir>/secret.key`.
+
+    /// Deployment files: file:///path or s3://bucket[/prefix] [default: file://<data dir>/objects]
+    #[arg(
+        long = "storage-url",
+        env = "UBIOPS_STORAGE_URL",
+        value_name = "URL",
+        value_parser = setting(storage_url),
+    )]
+    storage_url: Option<Url>,
+
+    #[command(flatten)]
+    pub bootstrap: Bootstrap,
+
+    /// 64 hex characters: the key that seals secret environment variables
+    /// [default: <data dir>/secret.key]
+    #[arg(
+        long = "secret-key",
+        env = "UBIOPS_SECRET_KEY",
+        value_name = "KEY",
+        hide_env_values = true,
+        value_parser = setting(secret_key),
+    )]
     pub secret_key: Option<String>,
-    /// Comma-separated earlier keys, still accepted for opening old secrets.
+
+    /// Comma-separated earlier keys, still accepted for opening old secrets
+    /// while rotating.
+    #[arg(
+        long = "previous-secret-keys",
+        env = "UBIOPS_PREVIOUS_SECRET_KEYS",
+        value_name = "KEYS",
+        default_value = "",
+        hide_default_value = true,
+        hide_env_values = true,
+        value_parser = setting(previous_secret_keys),
+    )]
     pub previous_secret_keys: String,
+
     /// Concurrent builds run inside `serve` (0: leave builds to `worker`).
+    #[arg(
+        long = "build-workers",
+        env = "UBIOPS_BUILD_WORKERS",
+        value_name = "SLOTS",
+        default_value = "2",
+        value_parser = setting(parsed::<usize>),
+    )]
     pub build_workers: usize,
-    pub max_upload_bytes: u64,
-    /// How long a dead server's partial upload waits before the sweep removes it.
-    pub upload_lease: Duration,
+
     /// How long a dead worker's build waits before another worker takes it over.
+    #[arg(
+        long = "build-lease-seconds",
+        env = "UBIOPS_BUILD_LEASE_SECONDS",
+        value_name = "SECONDS",
+        default_value = "30",
+        value_parser = setting(lease),
+    )]
     pub build_lease: Duration,
-    /// How long a verified API token is trusted before the database is asked
-    /// again (the bound on how long a revoked token keeps working).
-    pub token_cache_ttl: Duration,
-    /// How long log lines are kept; older ones are deleted by the sweep.
+
+    /// How long log lines are kept; the sweep deletes older ones.
+    #[arg(
+        long = "log-retention-days",
+        env = "UBIOPS_LOG_RETENTION_DAYS",
+        value_name = "DAYS",
+        default_value = "30",
+        value_parser = setting(|raw| whole(raw, 1..=36_500, "days").map(|days| Duration::from_secs(days * 86_400))),
+    )]
     pub log_retention: Duration,
+
+    #[command(flatten)]
+    pub api: ApiConfig,
 }
 
-/// An admin token whose value the operator chose (`UBIOPS_BOOTSTRAP_TOKEN`).
-#[derive(Clone)]
-pub struct BootstrapToken {
-    pub token: String,
-    pub email: String,
+/// Where the data lives: all that the commands which only open the
+/// database (`token ...`) read.
+#[derive(Clone, Args)]
+pub struct DataConfig {
+    /// postgres://… of your PostgreSQL [default: the embedded cluster in <data dir>/postgres]
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        value_parser = setting(database_url),
+    )]
+    pub database_url: Option<String>,
+
+    /// Where the embedded cluster, local files and the secret key live.
+    #[arg(
+        long = "data-dir",
+        env = "UBIOPS_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./data",
+        value_parser = setting(data_dir),
+    )]
+    pub dir: PathBuf,
 }
 
-impl std::fmt::Debug for BootstrapToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BootstrapToken")
-            .field("token", &"<redacted>")
-            .field("email", &self.email)
-            .finish()
-    }
+/// An admin token whose value the operator chose.
+#[derive(Clone, Args)]
+pub struct Bootstrap {
+    /// Ensure an all-projects admin token with exactly this value exists;
+    /// the token of an earlier value is revoked.
+    #[arg(
+        long = "bootstrap-token",
+        env = "UBIOPS_BOOTSTRAP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        value_parser = setting(bootstrap_token),
+    )]
+    pub token: Option<String>,
+
+    /// The email of that token [default: admin@localhost]
+    #[arg(
+        long = "bootstrap-email",
+        env = "UBIOPS_BOOTSTRAP_EMAIL",
+        value_name = "EMAIL",
+        value_parser = setting(email),
+    )]
+    email: Option<String>,
+}
+
+/// What the HTTP API needs (`Application::build`); the tests fill it in
+/// themselves.
+#[derive(Clone, Args)]
+pub struct ApiConfig {
+    /// Address and port to serve HTTP on.
+    #[arg(
+        long,
+        env = "UBIOPS_LISTEN",
+        value_name = "ADDRESS",
+        default_value = DEFAULT_LISTEN,
+        value_parser = setting(parsed::<SocketAddr>),
+    )]
+    pub listen: SocketAddr,
+
+    /// organization_name of projects created without one.
+    #[arg(
+        long = "organization",
+        env = "UBIOPS_ORGANIZATION",
+        value_name = "NAME",
+        default_value = DEFAULT_ORGANIZATION,
+        value_parser = setting(organization),
+    )]
+    pub organization_name: String,
+
+    /// Comma-separated instance types to offer besides the built-in ones
+    /// (e.g. 8192mb_a100).
+    #[arg(
+        long = "extra-instance-types",
+        env = "UBIOPS_EXTRA_INSTANCE_TYPES",
+        value_name = "TYPES",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = setting(|raw| Ok(InstanceTypeCatalog::with_extra(raw)?)),
+    )]
+    pub instance_types: InstanceTypeCatalog,
+
+    /// The largest deployment file accepted.
+    #[arg(
+        long = "max-upload-mb",
+        env = "UBIOPS_MAX_UPLOAD_MB",
+        value_name = "MB",
+        default_value = "2048",
+        value_parser = setting(|raw| Ok(parsed::<u64>(raw)?.saturating_mul(1024 * 1024))),
+    )]
+    pub max_upload_bytes: u64,
+
+    /// How long a dead server's partial upload waits before the sweep removes it.
+    #[arg(
+        long = "upload-lease-seconds",
+        env = "UBIOPS_UPLOAD_LEASE_SECONDS",
+        value_name = "SECONDS",
+        default_value = "120",
+        value_parser = setting(lease),
+    )]
+    pub upload_lease: Duration,
+
+    /// How long a verified API token is trusted before the database is
+    /// asked again: how long a revoked token keeps working.
+    #[arg(
+        long = "token-cache-seconds",
+        env = "UBIOPS_TOKEN_CACHE_SECONDS",
+        value_name = "SECONDS",
+        default_value = default_token_cache_seconds(),
+        value_parser = setting(|raw| Ok(Duration::from_secs(parsed(raw)?))),
+    )]
+    pub token_cache_ttl: Duration,
 }
 
 impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let data_dir = absolute(PathBuf::from(
-            var("UBIOPS_DATA_DIR").unwrap_or_else(|| "./data".into()),
-        ))
-        .context("UBIOPS_DATA_DIR: cannot resolve the data directory")?;
-        let storage_url = match var("UBIOPS_STORAGE_URL") {
-            Some(raw) => parse_storage_url(&raw).context("UBIOPS_STORAGE_URL")?,
-            None => Url::from_directory_path(data_dir.join("objects"))
-                .map_err(|()| anyhow::anyhow!("UBIOPS_DATA_DIR: not an absolute path"))?,
-        };
-        Ok(Config {
-            listen: parse("UBIOPS_LISTEN", DEFAULT_LISTEN)?,
-            database_url: database_url()?,
-            database_wait: database_wait()?,
-            storage_url,
-            bootstrap_token: bootstrap_token()?,
-            organization_name: organization_name()?,
-            database_pool_size: parse("UBIOPS_DATABASE_POOL_SIZE", "16")?,
-            instance_types: InstanceTypeCatalog::with_extra(
-                &var("UBIOPS_EXTRA_INSTANCE_TYPES").unwrap_or_default(),
-            )
-            .context("UBIOPS_EXTRA_INSTANCE_TYPES")?,
-            secret_key: secret_key()?,
-            previous_secret_keys: previous_secret_keys()?,
-            build_workers: parse("UBIOPS_BUILD_WORKERS", "2")?,
-            max_upload_bytes: parse::<u64>("UBIOPS_MAX_UPLOAD_MB", "2048")?
-                .saturating_mul(1024 * 1024),
-            upload_lease: lease("UBIOPS_UPLOAD_LEASE_SECONDS", "120")?,
-            build_lease: lease("UBIOPS_BUILD_LEASE_SECONDS", "30")?,
-            token_cache_ttl: Duration::from_secs(parse(
-                "UBIOPS_TOKEN_CACHE_SECONDS",
-                &DEFAULT_TOKEN_CACHE_TTL.as_secs().to_string(),
-            )?),
-            log_retention: log_retention()?,
-            data_dir,
+    /// What clap cannot check one setting at a time.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.bootstrap.token.is_none() && self.bootstrap.email.is_some() {
+            bail!("UBIOPS_BOOTSTRAP_EMAIL is set but UBIOPS_BOOTSTRAP_TOKEN is not: set both or neither");
+        }
+        Ok(())
+    }
+
+    pub fn storage_url(&self) -> Url {
+        self.storage_url.clone().unwrap_or_else(|| {
+            Url::from_directory_path(self.data.dir.join("objects"))
+                .expect("the data directory is absolute (made so by its parser)")
         })
     }
+}
 
-    /// Only what the database needs, for commands that do not serve
-    /// (`token create`): the other variables are irrelevant there.
-    pub fn database_only() -> anyhow::Result<(Option<String>, PathBuf)> {
-        let data_dir = absolute(PathBuf::from(
-            var("UBIOPS_DATA_DIR").unwrap_or_else(|| "./data".into()),
-        ))
-        .context("UBIOPS_DATA_DIR: cannot resolve the data directory")?;
-        Ok((database_url()?, data_dir))
-    }
-
-    pub fn embedded_postgres_dir(data_dir: &std::path::Path) -> PathBuf {
-        data_dir.join("postgres")
+impl DataConfig {
+    pub fn embedded_postgres_dir(&self) -> PathBuf {
+        self.dir.join("postgres")
     }
 }
 
-fn var(name: &str) -> Option<String> {
-    env::var(name).ok().filter(|value| !value.trim().is_empty())
+impl Bootstrap {
+    pub fn email(&self) -> &str {
+        self.email.as_deref().unwrap_or(DEFAULT_BOOTSTRAP_EMAIL)
+    }
 }
 
-fn parse<T: FromStr>(name: &str, default: &str) -> anyhow::Result<T>
+/// A value parser from `parse`, whose error is shown as
+/// `error: <VARIABLE>: <error>`. Unlike clap's own message it does not quote
+/// the value: some values are secrets, or URLs with a password.
+fn setting<T, F>(parse: F) -> Setting<F>
+where
+    F: Fn(&str) -> anyhow::Result<T> + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    Setting(parse)
+}
+
+#[derive(Clone)]
+struct Setting<F>(F);
+
+impl<T, F> TypedValueParser for Setting<F>
+where
+    F: Fn(&str) -> anyhow::Result<T> + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let parsed = value
+            .to_str()
+            .ok_or_else(|| anyhow!("not valid UTF-8"))
+            .and_then(&self.0);
+        parsed.map_err(|error| {
+            let name = arg
+                .and_then(clap::Arg::get_env)
+                .unwrap_or_default()
+                .to_string_lossy();
+            command
+                .clone()
+                .error(ErrorKind::ValueValidation, format!("{name}: {error:#}"))
+        })
+    }
+}
+
+fn parsed<T: FromStr>(raw: &str) -> anyhow::Result<T>
 where
     T::Err: std::fmt::Display,
 {
-    let raw = var(name).unwrap_or_else(|| default.to_owned());
     raw.trim()
         .parse()
-        .map_err(|e| anyhow::anyhow!("{name}: invalid value '{raw}': {e}"))
+        .map_err(|e| anyhow!("invalid value '{raw}': {e}"))
+}
+
+/// A whole number of `unit`s within `range`.
+fn whole(raw: &str, range: std::ops::RangeInclusive<u64>, unit: &str) -> anyhow::Result<u64> {
+    let value: u64 = parsed(raw)?;
+    if !range.contains(&value) {
+        bail!(
+            "use {} to {} {unit}, not {value}",
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(value)
 }
 
 /// A lease length in whole seconds. Renewals come at a fraction of it, so a
 /// few seconds is the shortest that a busy machine keeps up with.
-fn lease(name: &str, default: &str) -> anyhow::Result<Duration> {
-    let seconds: u64 = parse(name, default)?;
-    if !(2..=3600).contains(&seconds) {
-        bail!("{name}: use 2 to 3600 seconds, not {seconds}");
-    }
-    Ok(Duration::from_secs(seconds))
+fn lease(raw: &str) -> anyhow::Result<Duration> {
+    whole(raw, 2..=3600, "seconds").map(Duration::from_secs)
 }
 
-/// `UBIOPS_LOG_RETENTION_DAYS`: whole days, at least one.
-fn log_retention() -> anyhow::Result<Duration> {
-    let days: u64 = parse("UBIOPS_LOG_RETENTION_DAYS", "30")?;
-    if !(1..=36_500).contains(&days) {
-        bail!("UBIOPS_LOG_RETENTION_DAYS: use 1 to 36500 days, not {days}");
-    }
-    Ok(Duration::from_secs(days * 86_400))
+/// `default_value` takes a `&'static str`; the default lives with the cache.
+fn default_token_cache_seconds() -> &'static str {
+    static DEFAULT: OnceLock<String> = OnceLock::new();
+    DEFAULT.get_or_init(|| DEFAULT_TOKEN_CACHE_TTL.as_secs().to_string())
 }
 
-fn absolute(path: PathBuf) -> std::io::Result<PathBuf> {
-    std::path::absolute(path)
+fn data_dir(raw: &str) -> anyhow::Result<PathBuf> {
+    std::path::absolute(Path::new(raw)).context("cannot resolve the data directory")
 }
 
-fn database_url() -> anyhow::Result<Option<String>> {
-    let Some(raw) = var("DATABASE_URL") else {
-        return Ok(None);
-    };
-    let url = Url::parse(&raw).map_err(|e| anyhow::anyhow!("DATABASE_URL: not a URL: {e}"))?;
+fn database_url(raw: &str) -> anyhow::Result<String> {
+    let url = Url::parse(raw).map_err(|e| anyhow!("not a URL: {e}"))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
-        bail!(
-            "DATABASE_URL: expected a postgres:// URL, got scheme '{}'",
-            url.scheme()
-        );
+        bail!("expected a postgres:// URL, got scheme '{}'", url.scheme());
     }
-    Ok(Some(raw))
+    Ok(raw.to_owned())
 }
 
-fn database_wait() -> anyhow::Result<Duration> {
-    let seconds: u64 = parse(
-        "UBIOPS_DATABASE_WAIT_SECONDS",
-        DEFAULT_DATABASE_WAIT_SECONDS,
-    )?;
-    if seconds > 3600 {
-        bail!("UBIOPS_DATABASE_WAIT_SECONDS: use 0 to 3600 seconds, not {seconds}");
-    }
-    Ok(Duration::from_secs(seconds))
-}
-
-fn parse_storage_url(raw: &str) -> anyhow::Result<Url> {
-    let url = Url::parse(raw).map_err(|e| anyhow::anyhow!("invalid value '{raw}': {e}"))?;
+fn storage_url(raw: &str) -> anyhow::Result<Url> {
+    let url = Url::parse(raw).map_err(|e| anyhow!("invalid value '{raw}': {e}"))?;
     match url.scheme() {
         "file" => Ok(url),
         "s3" if url.host_str().is_some_and(|bucket| !bucket.is_empty()) => Ok(url),
@@ -199,47 +373,157 @@ fn parse_storage_url(raw: &str) -> anyhow::Result<Url> {
     }
 }
 
-fn bootstrap_token() -> anyhow::Result<Option<BootstrapToken>> {
-    let email = var("UBIOPS_BOOTSTRAP_EMAIL");
-    let Some(token) = var("UBIOPS_BOOTSTRAP_TOKEN") else {
-        if email.is_some() {
-            bail!("UBIOPS_BOOTSTRAP_EMAIL is set but UBIOPS_BOOTSTRAP_TOKEN is not: set both or neither");
-        }
-        return Ok(None);
-    };
+fn bootstrap_token(token: &str) -> anyhow::Result<String> {
     if token.len() < MIN_BOOTSTRAP_TOKEN_LENGTH || !token.chars().all(|c| c.is_ascii_graphic()) {
         bail!(
-            "UBIOPS_BOOTSTRAP_TOKEN: use at least {MIN_BOOTSTRAP_TOKEN_LENGTH} printable characters without spaces \
+            "use at least {MIN_BOOTSTRAP_TOKEN_LENGTH} printable characters without spaces \
              (for example the output of `openssl rand -hex 32`)"
         );
     }
-    let email = email.unwrap_or_else(|| DEFAULT_BOOTSTRAP_EMAIL.to_owned());
-    validate_email(&email).context("UBIOPS_BOOTSTRAP_EMAIL")?;
-    Ok(Some(BootstrapToken { token, email }))
+    Ok(token.to_owned())
+}
+
+fn email(raw: &str) -> anyhow::Result<String> {
+    validate_email(raw)?;
+    Ok(raw.to_owned())
 }
 
 /// Checked here, before anything starts; which keys the stored secrets need
 /// is checked once the database is open (keyring.rs).
-fn secret_key() -> anyhow::Result<Option<String>> {
-    let key = var("UBIOPS_SECRET_KEY");
-    if let Some(key) = &key {
-        Keyring::from_hex(key, &[]).context("UBIOPS_SECRET_KEY")?;
-    }
-    Ok(key)
+fn secret_key(key: &str) -> anyhow::Result<String> {
+    Keyring::from_hex(key, &[])?;
+    Ok(key.to_owned())
 }
 
-fn previous_secret_keys() -> anyhow::Result<String> {
-    let keys = var("UBIOPS_PREVIOUS_SECRET_KEYS").unwrap_or_default();
+fn previous_secret_keys(keys: &str) -> anyhow::Result<String> {
     for key in keys.split(',').map(str::trim).filter(|key| !key.is_empty()) {
-        Keyring::from_hex(key, &[]).context("UBIOPS_PREVIOUS_SECRET_KEYS")?;
+        Keyring::from_hex(key, &[])?;
     }
-    Ok(keys)
+    Ok(keys.to_owned())
 }
 
-fn organization_name() -> anyhow::Result<String> {
-    let name = var("UBIOPS_ORGANIZATION").unwrap_or_else(|| DEFAULT_ORGANIZATION.to_owned());
+fn organization(name: &str) -> anyhow::Result<String> {
     if name.chars().count() > 256 {
-        bail!("UBIOPS_ORGANIZATION: at most 256 characters");
+        bail!("at most 256 characters");
     }
-    Ok(name)
+    Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    /// Flags only: the environment of the test process is left out.
+    fn parse(args: &[&str]) -> Config {
+        let command = Serve::command().mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap();
+        Serve::from_arg_matches(&matches).unwrap().config
+    }
+
+    /// The error for these flags (which win over the environment, whose
+    /// variable names the errors need).
+    fn error(args: &[&str]) -> String {
+        Serve::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .err()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let config = parse(&[]);
+        assert_eq!(config.api.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.api.organization_name, "self-hosted");
+        assert_eq!(config.api.max_upload_bytes, 2048 * 1024 * 1024);
+        assert_eq!(config.api.upload_lease, Duration::from_secs(120));
+        assert_eq!(config.api.token_cache_ttl, DEFAULT_TOKEN_CACHE_TTL);
+        assert_eq!(config.api.instance_types, InstanceTypeCatalog::default());
+        assert!(config.data.database_url.is_none());
+        assert_eq!(config.data.dir, std::path::absolute("data").unwrap());
+        assert_eq!(
+            config.storage_url(),
+            Url::from_directory_path(config.data.dir.join("objects")).unwrap()
+        );
+        assert_eq!(config.database_wait, Duration::from_secs(60));
+        assert_eq!(config.database_pool_size, 16);
+        assert_eq!(config.build_workers, 2);
+        assert_eq!(config.build_lease, Duration::from_secs(30));
+        assert_eq!(config.log_retention, Duration::from_secs(30 * 86_400));
+        assert!(config.bootstrap.token.is_none());
+        assert!(config.secret_key.is_none());
+        assert!(config.check().is_ok());
+    }
+
+    #[test]
+    fn numbers_may_carry_spaces() {
+        let config = parse(&["--database-pool-size", " 4 ", "--listen", "0.0.0.0:80 "]);
+        assert_eq!(config.database_pool_size, 4);
+        assert_eq!(config.api.listen.to_string(), "0.0.0.0:80");
+    }
+
+    #[test]
+    fn a_bad_value_is_named_by_its_variable_and_secrets_are_not_echoed() {
+        for (flag, value, variable) in [
+            ("--listen", "nowhere", "UBIOPS_LISTEN"),
+            ("--max-upload-mb", "lots", "UBIOPS_MAX_UPLOAD_MB"),
+            ("--upload-lease-seconds", "1", "UBIOPS_UPLOAD_LEASE_SECONDS"),
+            (
+                "--database-wait-seconds",
+                "3601",
+                "UBIOPS_DATABASE_WAIT_SECONDS",
+            ),
+            ("--organization", &"o".repeat(257), "UBIOPS_ORGANIZATION"),
+            (
+                "--extra-instance-types",
+                "huge",
+                "UBIOPS_EXTRA_INSTANCE_TYPES",
+            ),
+        ] {
+            let error = error(&[flag, value]);
+            assert!(error.contains(variable), "{flag} {value}: {error}");
+        }
+        for (flag, secret, variable) in [
+            ("--secret-key", "s3cr3t-not-hex", "UBIOPS_SECRET_KEY"),
+            (
+                "--previous-secret-keys",
+                "s3cr3t-not-hex",
+                "UBIOPS_PREVIOUS_SECRET_KEYS",
+            ),
+            (
+                "--bootstrap-token",
+                "s3cr3t short",
+                "UBIOPS_BOOTSTRAP_TOKEN",
+            ),
+            ("--database-url", "mysql://u:s3cr3t@host/db", "DATABASE_URL"),
+        ] {
+            let error = error(&[flag, secret]);
+            assert!(error.contains(variable), "{flag}: {error}");
+            assert!(!error.contains("s3cr3t"), "{flag}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_bootstrap_email_needs_its_token() {
+        let config = parse(&["--bootstrap-email", "boot@example.com"]);
+        let error = config.check().unwrap_err().to_string();
+        assert!(error.contains("UBIOPS_BOOTSTRAP_EMAIL"), "{error}");
+        let config = parse(&[
+            "--bootstrap-email",
+            "boot@example.com",
+            "--bootstrap-token",
+            "0123456789abcdef",
+        ]);
+        assert!(config.check().is_ok());
+        assert_eq!(config.bootstrap.email(), "boot@example.com");
+    }
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use ubiops_embedded_postgres::{running_cluster_url, ClusterConfig, EmbeddedPostgres};
 use ubiops_storage::{StorageError, Store};
 
-use crate::config::Config;
+use crate::config::DataConfig;
 
 const EMBEDDED_DATABASE: &str = "ubiops";
 
@@ -26,16 +26,11 @@ impl Database {
     /// For `serve`: start (or reuse) the cluster, connect, migrate. An
     /// external database that cannot be reached yet is tried again for up to
     /// `wait` (it may still be starting, as in a Compose stack).
-    pub async fn open(
-        database_url: Option<&str>,
-        data_dir: &Path,
-        pool_size: u32,
-        wait: Duration,
-    ) -> anyhow::Result<Self> {
-        let (url, embedded) = match database_url {
-            Some(url) => (url.to_owned(), None),
+    pub async fn open(data: &DataConfig, pool_size: u32, wait: Duration) -> anyhow::Result<Self> {
+        let (url, embedded) = match &data.database_url {
+            Some(url) => (url.clone(), None),
             None => {
-                let cluster = start_embedded(data_dir).await?;
+                let cluster = start_embedded(&data.embedded_postgres_dir()).await?;
                 (cluster.database_url(), Some(cluster))
             }
         };
@@ -49,14 +44,10 @@ impl Database {
 
     /// For commands beside a server (`token create`, `worker`): use a cluster
     /// that a running server already has up, or start it for this command.
-    pub async fn open_for_command(
-        database_url: Option<&str>,
-        data_dir: &Path,
-        wait: Duration,
-    ) -> anyhow::Result<Self> {
-        if database_url.is_none() {
-            let dir = Config::embedded_postgres_dir(data_dir);
-            if let Some(url) = running_cluster_url(&dir, EMBEDDED_DATABASE) {
+    pub async fn open_for_command(data: &DataConfig, wait: Duration) -> anyhow::Result<Self> {
+        if data.database_url.is_none() {
+            if let Some(url) = running_cluster_url(&data.embedded_postgres_dir(), EMBEDDED_DATABASE)
+            {
                 let store = connect(&url, 4, Duration::ZERO).await?;
                 store
                     .migrate()
@@ -68,7 +59,7 @@ impl Database {
                 });
             }
         }
-        Self::open(database_url, data_dir, 4, wait).await
+        Self::open(data, 4, wait).await
     }
 
     /// Closes the pool, then stops the embedded cluster if we started it.
@@ -85,10 +76,9 @@ impl Database {
     }
 }
 
-async fn start_embedded(data_dir: &Path) -> anyhow::Result<EmbeddedPostgres> {
-    let dir = Config::embedded_postgres_dir(data_dir);
+async fn start_embedded(dir: &Path) -> anyhow::Result<EmbeddedPostgres> {
     tracing::info!(dir = %dir.display(), "starting the embedded PostgreSQL (DATABASE_URL is not set)");
-    let cluster = EmbeddedPostgres::start(ClusterConfig::new(&dir, EMBEDDED_DATABASE)).await?;
+    let cluster = EmbeddedPostgres::start(ClusterConfig::new(dir, EMBEDDED_DATABASE)).await?;
     Ok(cluster)
 }
 

@@ -38,7 +38,7 @@ pub async fn load_keyring(config: &Config, store: &Store) -> anyhow::Result<Keyr
         Some(key) => Keyring::from_hex(key, &previous)
             .context("UBIOPS_SECRET_KEY or UBIOPS_PREVIOUS_SECRET_KEYS")?,
         None => {
-            let path = config.data_dir.join("secret.key");
+            let path = config.data.dir.join("secret.key");
             let key = match read_key_file(&path)? {
                 Some(key) => key,
                 None if needed.is_empty() => generate_key_file(&path)?,

@@ -1,29 +1,18 @@
 //! `ubiops-server`: a self-hosted server for the UbiOps Deployments API v2.1.
 
-mod config;
-mod database;
-mod keyring;
-mod serve;
-mod tokens;
-
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use ubiops_domain::names::validate_resource_name;
-use ubiops_domain::token::{generate_token, hash_token, validate_email};
+use ubiops_server::config::{Config, DataConfig};
+use ubiops_server::{serve, tokens};
 
-use crate::config::Config;
-
-/// Requests allocate many small, short-lived buffers (headers, rows, JSON);
-/// with glibc's allocator that was a fifth of the server's CPU per request.
-/// jemalloc rather than mimalloc: both cut the server's CPU per GET by about a
-/// quarter, but mimalloc's peak RSS during a 1 GiB upload was 100-180 MiB
-/// against jemalloc's 48-84 (both before uploads were written to disk as
-/// they arrive instead of in 5 MiB parts, which brought jemalloc's to
-/// 18-20 MiB; the limit we hold to is 64 MiB).
+/// Requests allocate many small, short-lived buffers (headers, rows, JSON),
+/// on which glibc's allocator spent a large share of the server's CPU.
+/// jemalloc rather than mimalloc: both cut that cost alike, but mimalloc held
+/// far more memory during a large upload.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -33,9 +22,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
     version,
     about = "A self-hosted server for the UbiOps Deployments API v2.1",
     long_about = "A self-hosted server for the UbiOps Deployments API v2.1.\n\n\
-        Configured from the environment: UBIOPS_LISTEN, DATABASE_URL, UBIOPS_DATA_DIR, \
-        UBIOPS_STORAGE_URL, UBIOPS_BOOTSTRAP_TOKEN, UBIOPS_BOOTSTRAP_EMAIL, UBIOPS_ORGANIZATION \
-        (see README.md)."
+        Configured from the environment (UBIOPS_LISTEN, DATABASE_URL, UBIOPS_DATA_DIR, \
+        UBIOPS_STORAGE_URL, ...) or the flags of the same meaning: `ubiops-server serve --help` \
+        lists every setting, README.md explains them."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,9 +34,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API, with build workers inside (the default).
-    Serve,
+    Serve(Config),
     /// Run build workers only, against the same database and storage as the API.
-    Worker,
+    Worker(Config),
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -66,12 +55,16 @@ enum TokenCommand {
         /// token can touch every project.
         #[arg(long = "project", value_name = "PROJECT")]
         projects: Vec<String>,
+        #[command(flatten)]
+        data: DataConfig,
     },
     /// List the API tokens (never their values, which are not stored).
     List {
         /// Include revoked tokens.
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        data: DataConfig,
     },
     /// Revoke a token by its id (from `token list`), or every token of an email.
     /// Running servers refuse it within UBIOPS_TOKEN_CACHE_SECONDS.
@@ -82,11 +75,13 @@ enum TokenCommand {
         /// Revoke every live token of this email instead.
         #[arg(long)]
         email: Option<String>,
+        #[command(flatten)]
+        data: DataConfig,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let command = parse_command_line();
     init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -96,13 +91,17 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve::serve(Config::from_env()?).await,
-            Command::Worker => serve::work(Config::from_env()?).await,
+        match command {
+            Command::Serve(config) => serve::serve(config).await,
+            Command::Worker(config) => serve::work(config).await,
             Command::Token { command } => match command {
-                TokenCommand::Create { email, projects } => create_token(&email, projects).await,
-                TokenCommand::List { all } => tokens::list(all).await,
-                TokenCommand::Revoke { id, email } => tokens::revoke(id, email).await,
+                TokenCommand::Create {
+                    email,
+                    projects,
+                    data,
+                } => tokens::create(&data, &email, projects).await,
+                TokenCommand::List { all, data } => tokens::list(&data, all).await,
+                TokenCommand::Revoke { id, email, data } => tokens::revoke(&data, id, email).await,
             },
         }
     });
@@ -113,6 +112,48 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command to run, with its settings checked: a bad one exits here,
+/// before anything starts.
+fn parse_command_line() -> Command {
+    unset_blank_settings(&Cli::command());
+    let command = Cli::parse().command.unwrap_or_else(|| {
+        // Without a command, serve: parsed as `serve`, so that its settings
+        // are read and checked in the one way.
+        let program = std::env::args_os().next().unwrap_or_default();
+        Cli::parse_from([program, "serve".into()])
+            .command
+            .expect("serve is a command")
+    });
+    let (name, config) = match &command {
+        Command::Serve(config) => ("serve", config),
+        Command::Worker(config) => ("worker", config),
+        Command::Token { .. } => return command,
+    };
+    if let Err(error) = config.check() {
+        let mut cli = Cli::command();
+        cli.build();
+        let subcommand = cli.find_subcommand_mut(name).expect("a command");
+        subcommand
+            .error(ErrorKind::ArgumentConflict, format!("{error:#}"))
+            .exit();
+    }
+    command
+}
+
+/// Compose passes `${VARIABLE:-}` on as an empty variable: a blank setting
+/// means its default, as an unset one does. Called before any other thread
+/// exists (changing the environment is not thread-safe).
+fn unset_blank_settings(command: &clap::Command) {
+    for name in command.get_arguments().filter_map(clap::Arg::get_env) {
+        let blank = std::env::var_os(name)
+            .is_some_and(|value| value.to_str().is_some_and(|value| value.trim().is_empty()));
+        if blank {
+            std::env::remove_var(name);
+        }
+    }
+    command.get_subcommands().for_each(unset_blank_settings);
 }
 
 /// Logs go to stderr, so that stdout carries only what commands print
@@ -131,27 +172,12 @@ fn init_logging() {
     }
 }
 
-async fn create_token(email: &str, projects: Vec<String>) -> anyhow::Result<()> {
-    validate_email(email).context("--email")?;
-    for project in &projects {
-        validate_resource_name("project", project).context("--project")?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
-    let database = tokens::open_database().await?;
-    let token = generate_token();
-    let scope = (!projects.is_empty()).then_some(projects.as_slice());
-    let stored = database
-        .store
-        .insert_token(&hash_token(&token), email, scope)
-        .await;
-    database.close().await?;
-    stored.context("could not store the token")?;
-    let reach = match scope {
-        None => "every project".to_owned(),
-        Some(projects) => format!("only project(s) {}", projects.join(", ")),
-    };
-    println!(
-        "Created an API token for {email} with access to {reach}. It is shown only this once:"
-    );
-    println!("{token}");
-    Ok(())
 }

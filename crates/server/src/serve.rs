@@ -2,11 +2,8 @@
 //! `ubiops-server worker` (build workers only, to scale builds apart from the
 //! API), both until SIGINT or SIGTERM.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use tokio::sync::watch;
-use ubiops_api::{router, AppState, Renderings, Services, TokenCache, DEFAULT_RENDERED_BYTES};
 use ubiops_domain::token::{generate_token, hash_token};
 use ubiops_files::FileStore;
 use ubiops_worker::WorkerConfig;
@@ -14,14 +11,14 @@ use ubiops_worker::WorkerConfig;
 use crate::config::{Config, DEFAULT_BOOTSTRAP_EMAIL};
 use crate::database::Database;
 use crate::keyring::load_keyring;
+use crate::startup::Application;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let files = FileStore::open(&config.storage_url).context("UBIOPS_STORAGE_URL")?;
-    tracing::info!(storage = %config.storage_url, "object storage ready");
+    let files = open_files(&config)?;
+    tracing::info!(storage = %config.storage_url(), "object storage ready");
 
     let database = Database::open(
-        config.database_url.as_deref(),
-        &config.data_dir,
+        &config.data,
         config.database_pool_size,
         config.database_wait,
     )
@@ -36,39 +33,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     ensure_tokens(&database, &config).await?;
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("UBIOPS_LISTEN: cannot listen on {}", config.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
+    let application =
+        Application::build(&config.api, database.store.clone(), files.clone(), keyring).await?;
+    tracing::info!(address = %application.address(), "listening");
 
-    let (stop, stopping) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop.send(true);
-    });
+    let stopping = stop_on_signal();
     let workers = (config.build_workers > 0).then(|| {
         tracing::info!(slots = config.build_workers, "build workers running");
         tokio::spawn(ubiops_worker::run(
             database.store.clone(),
-            files.clone(),
+            files,
             worker_config(&config, config.build_workers),
             stopping.clone(),
         ))
     });
-    let app = router(AppState::new(Services {
-        store: database.store.clone(),
-        organization_name: Arc::from(config.organization_name.as_str()),
-        instance_types: Arc::new(config.instance_types.clone()),
-        keyring: Arc::new(keyring),
-        files,
-        max_upload_bytes: config.max_upload_bytes,
-        upload_lease: config.upload_lease,
-        tokens: Arc::new(TokenCache::new(config.token_cache_ttl)),
-        rendered: Arc::new(Renderings::new(DEFAULT_RENDERED_BYTES)),
-    }));
     let mut until_stopped = stopping.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    let served = application
+        .run_until_stopped(async move {
             let _ = until_stopped.wait_for(|stop| *stop).await;
         })
         .await;
@@ -84,21 +65,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// `ubiops-server worker`: only build workers, against the same database and
 /// object storage as the API servers.
 pub async fn work(config: Config) -> anyhow::Result<()> {
-    let files = FileStore::open(&config.storage_url).context("UBIOPS_STORAGE_URL")?;
+    let files = open_files(&config)?;
     // Beside a server on the embedded database, share its running cluster.
-    let database = Database::open_for_command(
-        config.database_url.as_deref(),
-        &config.data_dir,
-        config.database_wait,
-    )
-    .await?;
+    let database = Database::open_for_command(&config.data, config.database_wait).await?;
     let slots = config.build_workers.max(1);
     tracing::info!(slots, "build worker running");
-    let (stop, stopping) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop.send(true);
-    });
+    let stopping = stop_on_signal();
     ubiops_worker::run(
         database.store.clone(),
         files,
@@ -110,8 +82,12 @@ pub async fn work(config: Config) -> anyhow::Result<()> {
     database.close().await
 }
 
+fn open_files(config: &Config) -> anyhow::Result<FileStore> {
+    FileStore::open(&config.storage_url()).context("UBIOPS_STORAGE_URL")
+}
+
 fn worker_config(config: &Config, slots: usize) -> WorkerConfig {
-    let mut worker = WorkerConfig::new(slots, config.data_dir.join("builds"));
+    let mut worker = WorkerConfig::new(slots, config.data.dir.join("builds"));
     worker.lease = config.build_lease;
     worker.log_retention = config.log_retention;
     worker
@@ -120,13 +96,14 @@ fn worker_config(config: &Config, slots: usize) -> WorkerConfig {
 /// The bootstrap token from the environment, and on a first start without any
 /// token, a generated admin token printed once (only its hash is stored).
 async fn ensure_tokens(database: &Database, config: &Config) -> anyhow::Result<()> {
-    if let Some(bootstrap) = &config.bootstrap_token {
+    if let Some(token) = &config.bootstrap.token {
+        let email = config.bootstrap.email();
         let outcome = database
             .store
-            .ensure_bootstrap_token(&hash_token(&bootstrap.token), &bootstrap.email)
+            .ensure_bootstrap_token(&hash_token(token), email)
             .await
             .context("could not store UBIOPS_BOOTSTRAP_TOKEN")?;
-        tracing::info!(email = %bootstrap.email, id = %outcome.token.id, "bootstrap admin token is in place");
+        tracing::info!(%email, id = %outcome.token.id, "bootstrap admin token is in place");
         for id in outcome.revoked {
             tracing::info!(%id, "revoked the token of an earlier UBIOPS_BOOTSTRAP_TOKEN value");
         }
@@ -144,6 +121,16 @@ async fn ensure_tokens(database: &Database, config: &Config) -> anyhow::Result<(
         );
     }
     Ok(())
+}
+
+/// A channel that turns true on SIGINT or SIGTERM.
+fn stop_on_signal() -> watch::Receiver<bool> {
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    stopping
 }
 
 async fn shutdown_signal() {

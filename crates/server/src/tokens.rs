@@ -1,27 +1,52 @@
-//! `ubiops-server token list` and `token revoke`: managing API tokens from
-//! the command line (also through `docker compose exec server ...`). Token
+//! `ubiops-server token create`, `token list` and `token revoke`: managing
+//! API tokens from the command line (also through `docker compose exec server ...`). Token
 //! values are never shown: only their hashes are stored.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ubiops_domain::token::validate_email;
+use ubiops_domain::names::validate_resource_name;
+use ubiops_domain::token::{generate_token, hash_token, validate_email};
 use ubiops_storage::TokenListing;
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::config::DataConfig;
 use crate::database::Database;
 
-/// The database of the configuration in the environment. Commands do not wait
-/// for an unreachable database: whoever runs one sees the error at once.
-pub async fn open_database() -> anyhow::Result<Database> {
-    let (database_url, data_dir) = Config::database_only()?;
-    Database::open_for_command(database_url.as_deref(), &data_dir, Duration::ZERO).await
+/// Commands do not wait for an unreachable database: whoever runs one sees
+/// the error at once.
+async fn open_database(data: &DataConfig) -> anyhow::Result<Database> {
+    Database::open_for_command(data, Duration::ZERO).await
 }
 
-pub async fn list(all: bool) -> anyhow::Result<()> {
-    let database = open_database().await?;
+pub async fn create(data: &DataConfig, email: &str, projects: Vec<String>) -> anyhow::Result<()> {
+    validate_email(email).context("--email")?;
+    for project in &projects {
+        validate_resource_name("project", project).context("--project")?;
+    }
+    let database = open_database(data).await?;
+    let token = generate_token();
+    let scope = (!projects.is_empty()).then_some(projects.as_slice());
+    let stored = database
+        .store
+        .insert_token(&hash_token(&token), email, scope)
+        .await;
+    database.close().await?;
+    stored.context("could not store the token")?;
+    let reach = match scope {
+        None => "every project".to_owned(),
+        Some(projects) => format!("only project(s) {}", projects.join(", ")),
+    };
+    println!(
+        "Created an API token for {email} with access to {reach}. It is shown only this once:"
+    );
+    println!("{token}");
+    Ok(())
+}
+
+pub async fn list(data: &DataConfig, all: bool) -> anyhow::Result<()> {
+    let database = open_database(data).await?;
     let listed = database.store.list_tokens().await;
     database.close().await?;
     let tokens: Vec<TokenListing> = listed
@@ -33,7 +58,11 @@ pub async fn list(all: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn revoke(id: Option<String>, email: Option<String>) -> anyhow::Result<()> {
+pub async fn revoke(
+    data: &DataConfig,
+    id: Option<String>,
+    email: Option<String>,
+) -> anyhow::Result<()> {
     // Arguments are checked before anything is opened.
     let id = id
         .map(|raw| {
@@ -47,7 +76,7 @@ pub async fn revoke(id: Option<String>, email: Option<String>) -> anyhow::Result
     if let Some(email) = &email {
         validate_email(email).context("--email")?;
     }
-    let database = open_database().await?;
+    let database = open_database(data).await?;
     let revoked = match (id, &email) {
         (Some(id), _) => database
             .store

@@ -1,6 +1,5 @@
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -9,11 +8,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::watch;
-use ubiops_api::{router, AppState, Renderings, Services, TokenCache, DEFAULT_TOKEN_CACHE_TTL};
+use ubiops_api::{DEFAULT_TOKEN_CACHE_TTL, DEFAULT_UPLOAD_LEASE};
 use ubiops_domain::instance_types::InstanceTypeCatalog;
 use ubiops_domain::secrets::Keyring;
 use ubiops_domain::token::{generate_token, hash_token};
 use ubiops_files::FileStore;
+use ubiops_server::config::ApiConfig;
+use ubiops_server::startup::Application;
 use ubiops_storage::Store;
 use ubiops_worker::WorkerConfig;
 
@@ -146,23 +147,24 @@ impl TestApp {
             .insert_token(&hash_token(&admin_token), ADMIN_EMAIL, None)
             .await
             .expect("create the admin token");
-        let app = router(AppState::new(Services {
-            store: store.clone(),
-            organization_name: Arc::from(ORGANIZATION),
-            instance_types: Arc::new(InstanceTypeCatalog::default()),
-            keyring: Arc::new(Keyring::from_hex(&Keyring::generate_key_hex(), &[]).expect("key")),
-            files: files.clone(),
+        let config = ApiConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            organization_name: ORGANIZATION.to_owned(),
+            instance_types: InstanceTypeCatalog::default(),
             max_upload_bytes: options.max_upload_bytes,
-            upload_lease: ubiops_api::DEFAULT_UPLOAD_LEASE,
-            tokens: Arc::new(TokenCache::new(options.token_cache_ttl)),
-            rendered: Arc::new(Renderings::new(ubiops_api::DEFAULT_RENDERED_BYTES)),
-        }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            upload_lease: DEFAULT_UPLOAD_LEASE,
+            token_cache_ttl: options.token_cache_ttl,
+        };
+        let keyring = Keyring::from_hex(&Keyring::generate_key_hex(), &[]).expect("key");
+        let application = Application::build(&config, store.clone(), files.clone(), keyring)
             .await
-            .expect("bind");
-        let address = listener.local_addr().expect("local address");
+            .expect("build the app");
+        let address = application.address();
         let server = tokio::spawn(async move {
-            axum_serve(listener, app).await;
+            application
+                .run_until_stopped(std::future::pending())
+                .await
+                .expect("serve");
         });
         TestApp {
             address,
@@ -402,8 +404,4 @@ impl TestApp {
         };
         Ok(Response { status, body })
     }
-}
-
-async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
-    axum::serve(listener, app).await.expect("serve");
 }
