@@ -101,10 +101,33 @@ pub async fn wait_for_build(app: &TestApp, version: &str, build: &Value) -> Valu
     .await
 }
 
+/// Runs the queued builds to their end, as a worker would, and returns
+/// `build` (which must be among them) as the API shows it.
+pub async fn run_build(app: &TestApp, version: &str, build: &Value) -> Value {
+    app.run_pending_builds().await;
+    finished_build(app, version, build).await
+}
+
+/// `build` as the API shows it, which must have finished.
+async fn finished_build(app: &TestApp, version: &str, build: &Value) -> Value {
+    let path = format!("{version}/builds/{}", build.as_str().unwrap());
+    let response = app.get(&path).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    assert!(
+        matches!(
+            response.body["status"].as_str(),
+            Some("success" | "failed" | "cancelled")
+        ),
+        "{path} has not finished: {}",
+        response.body
+    );
+    response.body
+}
+
 pub async fn upload_and_build(app: &TestApp, version: &str, bytes: Vec<u8>) -> (Value, Value) {
     let uploaded = upload(app, version, bytes, "deployment.zip").await;
     assert_eq!(uploaded.status, StatusCode::CREATED, "{}", uploaded.body);
-    let build = wait_for_build(app, version, &uploaded.body["build"]).await;
+    let build = run_build(app, version, &uploaded.body["build"]).await;
     (uploaded.body, build)
 }
 
@@ -144,7 +167,6 @@ async fn wait_for_stored(app: &TestApp, count: usize, what: &str) {
 #[tokio::test]
 async fn upload_builds_and_downloads_the_same_bytes() {
     let app = app().await;
-    let _worker = app.start_worker(1);
     let zip = deployment_zip();
     let uploaded = upload(&app, VERSION, zip.clone(), "my model.zip").await;
     assert_eq!(uploaded.status, StatusCode::CREATED, "{}", uploaded.body);
@@ -154,7 +176,7 @@ async fn upload_builds_and_downloads_the_same_bytes() {
         uploaded.body["build"].clone(),
     );
 
-    let build = wait_for_build(&app, VERSION, &build_id).await;
+    let build = run_build(&app, VERSION, &build_id).await;
     assert_eq!(build["status"], "success", "{build}");
     assert_eq!(build["revision"], revision);
     assert_eq!(build["trigger"], "Deployment file upload");
@@ -272,9 +294,8 @@ async fn a_queued_build_shows_the_version_as_building() {
         app.get(&format!("{VERSION}/revisions")).await.body[0]["status"],
         "queued"
     );
-    let _worker = app.start_worker(1);
     assert_eq!(
-        wait_for_build(&app, VERSION, &uploaded.body["build"]).await["status"],
+        run_build(&app, VERSION, &uploaded.body["build"]).await["status"],
         "success"
     );
     assert_eq!(app.get(VERSION).await.body["status"], "available");
@@ -283,7 +304,6 @@ async fn a_queued_build_shows_the_version_as_building() {
 #[tokio::test]
 async fn failed_builds_say_what_to_fix_and_keep_the_previous_revision() {
     let app = app().await;
-    let _worker = app.start_worker(2);
     let (good, _) = upload_and_build(&app, VERSION, deployment_zip()).await;
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (zip_of(&[("deployment.py", b"class Deployment:\n    def __init__(self):\n        pass\n    def request(self, data)\n        return data\n")]),
@@ -328,8 +348,7 @@ async fn a_build_whose_file_went_missing_fails_and_says_so() {
     // Lost from storage before any worker got to it (an operator's mistake).
     let key = ubiops_files::FileStore::revision_key(revision);
     app.files.delete(&key).await.unwrap();
-    let _worker = app.start_worker(1);
-    let build = wait_for_build(&app, VERSION, &uploaded.body["build"]).await;
+    let build = run_build(&app, VERSION, &uploaded.body["build"]).await;
     assert_eq!(build["status"], "failed", "{build}");
     let message = build["error_message"].as_str().unwrap();
     assert!(message.contains("missing from storage"), "{message}");
@@ -338,14 +357,9 @@ async fn a_build_whose_file_went_missing_fails_and_says_so() {
 #[tokio::test]
 async fn zip_bombs_are_refused_by_the_worker() {
     let app = app().await;
-    let mut config = ubiops_worker::WorkerConfig::new(
-        1,
-        std::env::temp_dir().join(format!("bomb-{}", uuid::Uuid::new_v4())),
-    );
-    config.poll_interval = Duration::from_millis(100);
+    let mut config = app.worker_config(1);
     config.limits.max_total_uncompressed = 1024 * 1024;
     config.limits.max_file_uncompressed = 1024 * 1024;
-    let _worker = app.start_worker_with(config);
     let zeros = vec![0u8; 8 * 1024 * 1024];
     let bomb = zip_of(&[
         ("deployment.py", DEPLOYMENT_PY.as_bytes()),
@@ -356,7 +370,10 @@ async fn zip_bombs_are_refused_by_the_worker() {
         "it compresses well: {} bytes",
         bomb.len()
     );
-    let (_, build) = upload_and_build(&app, VERSION, bomb).await;
+    let uploaded = upload(&app, VERSION, bomb, "deployment.zip").await;
+    assert_eq!(uploaded.status, StatusCode::CREATED, "{}", uploaded.body);
+    app.run_pending_builds_with(&config).await;
+    let build = finished_build(&app, VERSION, &uploaded.body["build"]).await;
     assert_eq!(build["status"], "failed");
     assert!(
         build["error_message"]
@@ -521,7 +538,6 @@ async fn cancel_queued_and_running_builds_but_not_finished_ones() {
     );
 
     // Finished builds cannot be cancelled.
-    let _worker = app.start_worker(1);
     let (_, done) = upload_and_build(&app, VERSION, deployment_zip()).await;
     let finished = app
         .patch(
@@ -535,7 +551,6 @@ async fn cancel_queued_and_running_builds_but_not_finished_ones() {
 #[tokio::test]
 async fn rebuild_copy_and_template_create_builds_server_side() {
     let app = app().await;
-    let _worker = app.start_worker(1);
     let (uploaded, _) = upload_and_build(&app, VERSION, deployment_zip()).await;
     let revision = uploaded["revision"].as_str().unwrap();
 
@@ -549,7 +564,7 @@ async fn rebuild_copy_and_template_create_builds_server_side() {
     assert_eq!(rebuilt.body["trigger"], "Rebuild");
     assert_eq!(rebuilt.body["revision"], uploaded["revision"]);
     assert_eq!(
-        wait_for_build(&app, VERSION, &rebuilt.body["id"]).await["status"],
+        run_build(&app, VERSION, &rebuilt.body["id"]).await["status"],
         "success"
     );
     assert_eq!(
@@ -565,7 +580,7 @@ async fn rebuild_copy_and_template_create_builds_server_side() {
     let v2 = "/projects/p/deployments/d/versions/v2";
     let copied = copy_from_v1(&app, v2).await;
     assert_eq!(copied.status, StatusCode::CREATED, "{}", copied.body);
-    let build = wait_for_build(&app, v2, &copied.body["build"]).await;
+    let build = run_build(&app, v2, &copied.body["build"]).await;
     assert_eq!(
         (build["status"].clone(), build["trigger"].clone()),
         (json!("success"), json!("Copy from version"))
@@ -590,7 +605,7 @@ async fn rebuild_copy_and_template_create_builds_server_side() {
     .await;
     assert_eq!(templated.status, StatusCode::CREATED, "{}", templated.body);
     assert_eq!(
-        wait_for_build(&app, t1, &templated.body["build"]).await["trigger"],
+        run_build(&app, t1, &templated.body["build"]).await["trigger"],
         "Template"
     );
     assert_eq!(
@@ -650,7 +665,6 @@ async fn rebuild_copy_and_template_create_builds_server_side() {
 #[tokio::test]
 async fn a_limited_token_cannot_use_another_projects_deployment_as_template() {
     let app = app().await;
-    let _worker = app.start_worker(1);
     upload_and_build(&app, VERSION, deployment_zip()).await;
     let template_id = app.get("/projects/p/deployments/d").await.body["id"]
         .as_str()
@@ -780,7 +794,6 @@ async fn two_workers_process_every_build_exactly_once() {
 #[tokio::test]
 async fn deleting_a_version_deletes_its_files_after_the_commit() {
     let app = app().await;
-    let _worker = app.start_worker(1);
     upload_and_build(&app, VERSION, deployment_zip()).await;
     upload_and_build(
         &app,
@@ -855,7 +868,6 @@ async fn s3_storage_streams_multipart_uploads_and_cleans_up() {
         ..TestOptions::default()
     })
     .await;
-    let _worker = app.start_worker(1);
     // Incompressible content larger than one part, so the upload is a real
     // multipart upload.
     let mut noise = vec![0u8; 12 * 1024 * 1024];
@@ -889,7 +901,7 @@ async fn s3_storage_streams_multipart_uploads_and_cleans_up() {
     let v2 = "/projects/p/deployments/d/versions/v2";
     let copied = copy_from_v1(&app, v2).await;
     assert_eq!(
-        wait_for_build(&app, v2, &copied.body["build"]).await["status"],
+        run_build(&app, v2, &copied.body["build"]).await["status"],
         "success"
     );
     assert_eq!(stored_keys(&app).await.len(), 2);

@@ -67,7 +67,6 @@ fn texts(lines: &[Value]) -> Vec<&str> {
 
 /// A good build on v1 and a failing one (no deployment.py) on v2.
 async fn two_builds(app: &TestApp) -> (Value, Value) {
-    let _worker = app.start_worker(1);
     let (good, built) = upload_and_build(
         app,
         "/projects/p/deployments/d/versions/v1",

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use ubiops_test_support::{TestApp, ORGANIZATION};
 use uuid::Uuid;
 
-use crate::builds::{deployment_zip, upload_and_build, wait_for_build};
+use crate::builds::{deployment_zip, run_build, upload_and_build};
 
 const V1: &str = "/projects/p/deployments/d/versions/v1";
 
@@ -30,7 +30,6 @@ fn field<'a>(list: &'a Value, name: &str) -> Vec<&'a Value> {
 #[tokio::test]
 async fn a_rebuild_is_found_as_a_revision_with_its_own_outcome() {
     let app = app().await;
-    let _worker = app.start_worker(1);
     let (uploaded, _) = upload_and_build(&app, V1, deployment_zip()).await;
     let revision = uploaded["revision"].as_str().unwrap();
 
@@ -53,7 +52,7 @@ async fn a_rebuild_is_found_as_a_revision_with_its_own_outcome() {
         "{}",
         by_build.body
     );
-    wait_for_build(&app, V1, &json!(build_id)).await;
+    run_build(&app, V1, &json!(build_id)).await;
     let done = app.get(&format!("{V1}/revisions/{build_id}")).await.body;
     assert_eq!(
         (&done["status"], &done["has_request_method"], &done["empty"]),
@@ -243,7 +242,6 @@ async fn instance_types_are_listed_and_paged() {
 #[tokio::test]
 async fn template_deployments_are_the_readable_ones_with_a_default_file() {
     let app = app().await;
-    let _worker = app.start_worker(1);
     assert_eq!(app.get("/template-deployments").await.body, json!([]));
     upload_and_build(&app, V1, deployment_zip()).await;
     app.create_project("q").await;

@@ -148,7 +148,6 @@ async fn concurrent_default_version_changes_leave_one_valid_default() {
     let versions = ["v1", "v2", "v3", "v4", "v5"];
     app.create_deployment("p", "d", &versions).await;
     // Only an available version (one with a built file) can be the default.
-    let _worker = app.start_worker(1);
     for version in versions {
         let path = format!("/projects/p/deployments/d/versions/{version}");
         let (_, build) = upload_and_build(&app, &path, deployment_zip()).await;

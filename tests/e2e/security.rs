@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use ubiops_test_support::{Response, TestApp};
 
-use crate::builds::{deployment_zip, upload, wait_for_build};
+use crate::builds::{deployment_zip, run_build, upload};
 
 const MINE: &str = "/projects/mine/deployments/m/versions/v1";
 
@@ -61,13 +61,12 @@ async fn a_limited_token_cannot_copy_from_or_template_another_project() {
     let unknown_id = uuid::Uuid::new_v4().to_string();
     let nothing_yet = probe(&app, &limited, &unknown_id).await;
 
-    let _worker = app.start_worker(1);
     app.create_project("p").await;
     app.create_deployment("p", "d", &["v1"]).await;
     let version = "/projects/p/deployments/d/versions/v1";
     let built = upload(&app, version, deployment_zip(), "d.zip").await;
     assert_eq!(built.status, StatusCode::CREATED, "{}", built.body);
-    let build = wait_for_build(&app, version, &built.body["build"]).await;
+    let build = run_build(&app, version, &built.body["build"]).await;
     assert_eq!(build["status"], "success", "{build}");
     for scope in ["/projects/p/deployments/d", version] {
         let variable = app

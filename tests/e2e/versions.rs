@@ -752,7 +752,7 @@ async fn the_default_flag_follows_the_deployments_default_version() {
 
 #[tokio::test]
 async fn changing_the_environment_rebuilds_the_active_revision_in_it() {
-    use crate::builds::{deployment_zip, upload_and_build, wait_for_build};
+    use crate::builds::{deployment_zip, run_build, upload_and_build};
 
     let app = app().await;
     create(&app, json!({"version": "v1", "environment": "python3-10"})).await;
@@ -770,7 +770,6 @@ async fn changing_the_environment_rebuilds_the_active_revision_in_it() {
         (&json!("python3-11"), &json!("unavailable"), &Value::Null)
     );
 
-    let _worker = app.start_worker(1);
     let version = format!("{BASE}/v1");
     let (uploaded, built) = upload_and_build(&app, &version, deployment_zip()).await;
     assert_eq!(built["status"], "success", "{built}");
@@ -791,7 +790,7 @@ async fn changing_the_environment_rebuilds_the_active_revision_in_it() {
     assert_eq!(changed.body["language"], "python3.9");
     assert_ne!(changed.body["latest_build"], built["id"]);
     assert_eq!(changed.body["latest_revision"], uploaded["revision"]);
-    let rebuild = wait_for_build(&app, &version, &changed.body["latest_build"]).await;
+    let rebuild = run_build(&app, &version, &changed.body["latest_build"]).await;
     assert_eq!(
         (
             &rebuild["status"],
@@ -826,14 +825,12 @@ async fn changing_the_environment_rebuilds_the_active_revision_in_it() {
 
 #[tokio::test]
 async fn changing_the_environment_while_a_build_is_pending_rebuilds_the_pending_revision() {
-    use crate::builds::{deployment_zip, upload, upload_and_build, wait_for_build};
+    use crate::builds::{deployment_zip, run_build, upload, upload_and_build};
 
     let app = app().await;
     create(&app, json!({"version": "v1", "environment": "python3-10"})).await;
     let version = format!("{BASE}/v1");
-    let worker = app.start_worker(1);
     let (first, _) = upload_and_build(&app, &version, deployment_zip()).await;
-    drop(worker);
     // A newer upload waits for a worker while the environment changes.
     let second = upload(&app, &version, deployment_zip(), "second.zip").await;
     assert_eq!(second.status, StatusCode::CREATED, "{}", second.body);
@@ -845,12 +842,9 @@ async fn changing_the_environment_while_a_build_is_pending_rebuilds_the_pending_
     assert_ne!(changed.body["latest_build"], second.body["build"]);
     assert_eq!(changed.body["latest_revision"], second.body["revision"]);
 
-    let _worker = app.start_worker(1);
+    app.run_pending_builds().await;
     for build in [&second.body["build"], &changed.body["latest_build"]] {
-        assert_eq!(
-            wait_for_build(&app, &version, build).await["status"],
-            "success"
-        );
+        assert_eq!(run_build(&app, &version, build).await["status"], "success");
     }
     let after = app.get(&version).await.body;
     assert_eq!(

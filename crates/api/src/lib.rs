@@ -88,7 +88,7 @@ impl AppState {
     pub fn purge_deleted_files(&self) {
         let (store, files) = (self.store.clone(), self.files.clone());
         tokio::spawn(async move {
-            if let Err(error) = ubiops_files::purge_deleted_objects(&store, &files).await {
+            if let Err(error) = ubiops_worker::purge_deleted_objects(&store, &files).await {
                 tracing::warn!(%error, "could not purge deleted files; the sweep will retry");
             }
         });

@@ -4,7 +4,6 @@
 //! Keys are made of ids only, so no user input can steer where a file goes.
 
 mod local_upload;
-mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +23,6 @@ use url::Url;
 use uuid::Uuid;
 
 use local_upload::LocalUpload;
-pub use sweep::{purge_deleted_objects, sweep_expired_uploads};
 
 /// Parts of this size are sent as they fill, so an upload holds at most a few
 /// of them in memory however large the file is (S3 needs at least 5 MiB).

@@ -53,8 +53,9 @@ pub enum BuildOutcome {
 }
 
 impl Store {
-    /// Takes the oldest queued build, or one whose worker's lease ran out
-    /// (it died), unless it has been tried `max_attempts` times already.
+    /// Takes the oldest queued build that is not waiting out a back-off, or
+    /// one whose worker's lease ran out (it died), unless it has been tried
+    /// `max_attempts` times already. Every claim counts as an attempt.
     pub async fn claim_build(
         &self,
         worker_id: &str,
@@ -65,7 +66,7 @@ impl Store {
             ClaimedBuild,
             r#"WITH next AS (
                    SELECT id FROM builds
-                   WHERE status = 'queued'
+                   WHERE (status = 'queued' AND (retry_at IS NULL OR retry_at <= now()))
                       OR (status IN ('building', 'validating') AND lease_expires_at < now()
                           AND attempts < $3)
                    ORDER BY creation_date
@@ -73,7 +74,7 @@ impl Store {
                    FOR UPDATE SKIP LOCKED),
                claimed AS (
                    UPDATE builds b SET status = 'building', worker_id = $1, attempts = b.attempts + 1,
-                          lease_expires_at = now() + make_interval(secs => $2)
+                          retry_at = NULL, lease_expires_at = now() + make_interval(secs => $2)
                    FROM next WHERE b.id = next.id
                    RETURNING b.id, b.revision_id, b.version_id, b.attempts)
                SELECT c.id AS "id!", c.revision_id AS "revision_id!", c.version_id AS "version_id!",
@@ -308,15 +309,32 @@ async fn record_and_commit(
 }
 
 impl Store {
-    /// Gives a build back to the queue (the worker is shutting down), without
-    /// counting it as an attempt.
+    /// Gives a build back to the queue because its worker is shutting down:
+    /// not the build's fault, so the attempt is given back and another worker
+    /// may take it at once.
     pub async fn release_build(&self, id: Uuid, worker_id: &str) -> Result<()> {
         sqlx::query!(
             "UPDATE builds SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
-                    attempts = greatest(attempts - 1, 0)
+                    retry_at = NULL, attempts = greatest(attempts - 1, 0)
              WHERE id = $1 AND worker_id = $2 AND status IN ('building', 'validating')",
             id,
             worker_id,
+        )
+        .execute(&mut *self.connection().await?)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts a build that a fault stopped back in the queue, its attempt
+    /// counted, not to be claimed for `delay_seconds`.
+    pub async fn retry_build(&self, id: Uuid, worker_id: &str, delay_seconds: f64) -> Result<()> {
+        sqlx::query!(
+            "UPDATE builds SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
+                    retry_at = now() + make_interval(secs => $3)
+             WHERE id = $1 AND worker_id = $2 AND status IN ('building', 'validating')",
+            id,
+            worker_id,
+            delay_seconds,
         )
         .execute(&mut *self.connection().await?)
         .await?;

@@ -7,7 +7,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
-use tokio::sync::watch;
 use ubiops_api::{DEFAULT_TOKEN_CACHE_TTL, DEFAULT_UPLOAD_LEASE};
 use ubiops_domain::instance_types::InstanceTypeCatalog;
 use ubiops_domain::secrets::Keyring;
@@ -16,7 +15,6 @@ use ubiops_files::FileStore;
 use ubiops_server::config::ApiConfig;
 use ubiops_server::startup::Application;
 use ubiops_storage::Store;
-use ubiops_worker::WorkerConfig;
 
 use crate::postgres::{fresh_database, TestDatabase};
 
@@ -38,38 +36,6 @@ impl Default for TestOptions {
             files: None,
             max_upload_bytes: 64 * 1024 * 1024,
             token_cache_ttl: DEFAULT_TOKEN_CACHE_TTL,
-        }
-    }
-}
-
-/// Build workers started by a test; stopped when dropped.
-pub struct TestWorker {
-    stop: watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl TestWorker {
-    /// Stops gracefully: a build in progress goes back to the queue.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-
-    /// Stops at once, as a crash would: builds in progress keep their lease
-    /// until it expires.
-    pub fn kill(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for TestWorker {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
         }
     }
 }
@@ -175,31 +141,6 @@ impl TestApp {
             client: reqwest::Client::new(),
             server,
             database,
-        }
-    }
-
-    /// Build workers over this app's database and files, with a short poll
-    /// interval. The lease keeps its production length: on a loaded CI
-    /// machine a short one expires under a live worker and a second worker
-    /// takes the build over (correctly, but it makes attempt counts vary).
-    /// Tests of lease expiry claim builds with short leases themselves.
-    pub fn start_worker(&self, slots: usize) -> TestWorker {
-        let mut config = WorkerConfig::new(slots, self.files_dir.path().join("builds"));
-        config.poll_interval = std::time::Duration::from_millis(100);
-        self.start_worker_with(config)
-    }
-
-    pub fn start_worker_with(&self, config: WorkerConfig) -> TestWorker {
-        let (stop, stopping) = watch::channel(false);
-        let task = tokio::spawn(ubiops_worker::run(
-            self.store.clone(),
-            self.files.clone(),
-            config,
-            stopping,
-        ));
-        TestWorker {
-            stop,
-            task: Some(task),
         }
     }
 

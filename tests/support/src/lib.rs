@@ -13,8 +13,10 @@ mod app;
 mod postgres;
 mod s3;
 mod wait;
+mod worker;
 
-pub use app::{Response, TestApp, TestOptions, TestWorker, ORGANIZATION};
+pub use app::{Response, TestApp, TestOptions, ORGANIZATION};
 pub use postgres::{fresh_database, TestDatabase};
 pub use s3::{s3_bucket, s3_file_store, s3_store_at};
 pub use wait::wait_for;
+pub use worker::{unreachable_file_store, TestWorker};
