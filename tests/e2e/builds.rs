@@ -521,6 +521,7 @@ async fn cancel_queued_and_running_builds_but_not_finished_ones() {
     let outcome = ubiops_storage::BuildOutcome::Success {
         has_request_method: true,
         has_requests_method: false,
+        environment: None,
     };
     assert!(!app
         .store

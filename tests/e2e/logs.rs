@@ -696,9 +696,7 @@ async fn the_sweep_deletes_lines_past_their_retention() {
     let window = json!({"date_range": -86400, "limit": 500});
     assert_eq!(v3(&app, window.clone()).await.len(), 6);
 
-    let work_dir = tempfile::tempdir().unwrap();
-    let mut config = ubiops_worker::WorkerConfig::new(1, work_dir.path().to_owned());
-    config.poll_interval = Duration::from_millis(100);
+    let mut config = app.worker_config(1);
     config.log_retention = Duration::from_secs(3600);
     let _worker = app.start_worker_with(config);
     let left = wait_for(

@@ -6,6 +6,7 @@
 
 use std::ffi::OsStr;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -19,6 +20,7 @@ use ubiops_api::DEFAULT_TOKEN_CACHE_TTL;
 use ubiops_domain::instance_types::InstanceTypeCatalog;
 use ubiops_domain::secrets::Keyring;
 use ubiops_domain::token::validate_email;
+use ubiops_python::interpreters::Version;
 use url::Url;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -123,7 +125,100 @@ pub struct Config {
     pub log_retention: Duration,
 
     #[command(flatten)]
+    pub builds: BuildSettings,
+
+    #[command(flatten)]
     pub api: ApiConfig,
+}
+
+/// How builds run the packages' code: interpreters, pip, the environment
+/// cache, and the sandbox's limits.
+#[derive(Clone, Args)]
+pub struct BuildSettings {
+    /// Comma-separated VERSION=PATH interpreters besides python3.X on PATH
+    /// (e.g. 3.9=/opt/python3.9/bin/python3); they win for their version.
+    #[arg(
+        long = "python-interpreters",
+        env = "UBIOPS_PYTHON_INTERPRETERS",
+        value_name = "LIST",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = setting(interpreters),
+    )]
+    pub interpreters: Vec<(Version, PathBuf)>,
+
+    /// true: a version whose Python is not installed fails its builds,
+    /// instead of building with the nearest installed version.
+    #[arg(
+        long = "python-strict",
+        env = "UBIOPS_PYTHON_STRICT",
+        value_name = "BOOL",
+        default_value = "false",
+        value_parser = setting(boolean),
+    )]
+    pub strict: bool,
+
+    /// How long making one environment (venv and pip install) may take.
+    #[arg(
+        long = "pip-timeout-seconds",
+        env = "UBIOPS_PIP_TIMEOUT_SECONDS",
+        value_name = "SECONDS",
+        default_value = "900",
+        value_parser = setting(|raw| whole(raw, 1..=86_400, "seconds").map(Duration::from_secs)),
+    )]
+    pub pip_timeout: Duration,
+
+    /// How long importing a package's deployment.py may take.
+    #[arg(
+        long = "import-timeout-seconds",
+        env = "UBIOPS_IMPORT_TIMEOUT_SECONDS",
+        value_name = "SECONDS",
+        default_value = "120",
+        value_parser = setting(|raw| whole(raw, 1..=3600, "seconds").map(Duration::from_secs)),
+    )]
+    pub import_timeout: Duration,
+
+    /// Disk the cached environments may use before the least recently used
+    /// ones (of no active revision) are removed.
+    #[arg(
+        long = "environment-cache-mb",
+        env = "UBIOPS_ENVIRONMENT_CACHE_MB",
+        value_name = "MB",
+        default_value = "20480",
+        value_parser = setting(|raw| Ok(parsed::<u64>(raw)?.saturating_mul(1024 * 1024))),
+    )]
+    pub cache_bytes: u64,
+
+    /// Address space each process of a build may use.
+    #[arg(
+        long = "build-memory-mb",
+        env = "UBIOPS_BUILD_MEMORY_MB",
+        value_name = "MB",
+        default_value = "4096",
+        value_parser = setting(|raw| whole(raw, 256..=1_048_576, "MB").map(|mb| mb * 1024 * 1024)),
+    )]
+    pub memory_bytes: u64,
+
+    /// CPU time each process of a build may use.
+    #[arg(
+        long = "build-cpu-seconds",
+        env = "UBIOPS_BUILD_CPU_SECONDS",
+        value_name = "SECONDS",
+        default_value = "1800",
+        value_parser = setting(|raw| whole(raw, 1..=86_400, "seconds")),
+    )]
+    pub cpu_seconds: u64,
+
+    /// FIRST-LAST: the user ids sandboxes get when the server runs as root;
+    /// no account of the machine may use them.
+    #[arg(
+        long = "sandbox-uids",
+        env = "UBIOPS_SANDBOX_UIDS",
+        value_name = "RANGE",
+        default_value = "1900000000-1900999999",
+        value_parser = setting(uid_range),
+    )]
+    pub sandbox_uids: RangeInclusive<u32>,
 }
 
 /// Where the data lives: all that the commands which only open the
@@ -402,6 +497,43 @@ fn previous_secret_keys(keys: &str) -> anyhow::Result<String> {
     Ok(keys.to_owned())
 }
 
+fn interpreters(raw: &str) -> anyhow::Result<Vec<(Version, PathBuf)>> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let (version, path) = entry.split_once('=').ok_or_else(|| {
+                anyhow!("'{entry}': use VERSION=PATH, e.g. 3.9=/opt/python3.9/bin/python3")
+            })?;
+            let version: Version = version.parse().map_err(|e: String| anyhow!(e))?;
+            let path = PathBuf::from(path.trim());
+            if !path.is_absolute() {
+                bail!("'{entry}': the path must be absolute");
+            }
+            Ok((version, path))
+        })
+        .collect()
+}
+
+fn boolean(raw: &str) -> anyhow::Result<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => bail!("invalid value '{raw}': use true or false"),
+    }
+}
+
+fn uid_range(raw: &str) -> anyhow::Result<RangeInclusive<u32>> {
+    let (first, last) = raw
+        .split_once('-')
+        .ok_or_else(|| anyhow!("invalid value '{raw}': use FIRST-LAST"))?;
+    let (first, last): (u32, u32) = (parsed(first)?, parsed(last)?);
+    if first < 1000 || last < first {
+        bail!("invalid value '{raw}': use a range of unused ids above 1000, FIRST <= LAST");
+    }
+    Ok(first..=last)
+}
+
 fn organization(name: &str) -> anyhow::Result<String> {
     if name.chars().count() > 256 {
         bail!("at most 256 characters");
@@ -461,7 +593,60 @@ mod tests {
         assert_eq!(config.log_retention, Duration::from_secs(30 * 86_400));
         assert!(config.bootstrap.token.is_none());
         assert!(config.secret_key.is_none());
+        assert!(config.builds.interpreters.is_empty());
+        assert!(!config.builds.strict);
+        assert_eq!(config.builds.pip_timeout, Duration::from_secs(900));
+        assert_eq!(config.builds.import_timeout, Duration::from_secs(120));
+        assert_eq!(config.builds.cache_bytes, 20480 << 20);
+        assert_eq!(config.builds.sandbox_uids, 1_900_000_000..=1_900_999_999);
         assert!(config.check().is_ok());
+    }
+
+    #[test]
+    fn interpreters_are_listed_by_version() {
+        let config = parse(&[
+            "--python-interpreters",
+            "3.9=/opt/py39/bin/python3, 3.12=/usr/local/bin/python3.12",
+            "--python-strict",
+            "true",
+        ]);
+        assert_eq!(
+            config.builds.interpreters,
+            vec![
+                (
+                    "3.9".parse().unwrap(),
+                    PathBuf::from("/opt/py39/bin/python3")
+                ),
+                (
+                    "3.12".parse().unwrap(),
+                    PathBuf::from("/usr/local/bin/python3.12")
+                ),
+            ]
+        );
+        assert!(config.builds.strict);
+        for (flag, value, variable) in [
+            ("--python-interpreters", "3.9", "UBIOPS_PYTHON_INTERPRETERS"),
+            (
+                "--python-interpreters",
+                "3.x=/usr/bin/python3",
+                "UBIOPS_PYTHON_INTERPRETERS",
+            ),
+            (
+                "--python-interpreters",
+                "3.9=python3",
+                "UBIOPS_PYTHON_INTERPRETERS",
+            ),
+            ("--python-strict", "maybe", "UBIOPS_PYTHON_STRICT"),
+            ("--sandbox-uids", "0-10", "UBIOPS_SANDBOX_UIDS"),
+            (
+                "--import-timeout-seconds",
+                "0",
+                "UBIOPS_IMPORT_TIMEOUT_SECONDS",
+            ),
+        ] {
+            let error = error(&[flag, value]);
+            assert!(error.contains(variable), "{flag} {value}: {error}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! database it opens (embedded or external), its commands, and the wiring of
 //! the HTTP API that the tests share (`startup`).
 
+pub mod build_tools;
 pub mod config;
 mod database;
 mod keyring;

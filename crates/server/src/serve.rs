@@ -8,6 +8,7 @@ use ubiops_domain::token::{generate_token, hash_token};
 use ubiops_files::FileStore;
 use ubiops_worker::WorkerConfig;
 
+use crate::build_tools::build_tools;
 use crate::config::{Config, DEFAULT_BOOTSTRAP_EMAIL};
 use crate::database::Database;
 use crate::keyring::load_keyring;
@@ -38,15 +39,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %application.address(), "listening");
 
     let stopping = stop_on_signal();
-    let workers = (config.build_workers > 0).then(|| {
+    let workers = if config.build_workers > 0 {
+        let worker = worker_config(&config, config.build_workers).await?;
         tracing::info!(slots = config.build_workers, "build workers running");
-        tokio::spawn(ubiops_worker::run(
+        Some(tokio::spawn(ubiops_worker::run(
             database.store.clone(),
             files,
-            worker_config(&config, config.build_workers),
+            worker,
             stopping.clone(),
-        ))
-    });
+        )))
+    } else {
+        None
+    };
     let mut until_stopped = stopping.clone();
     let served = application
         .run_until_stopped(async move {
@@ -69,15 +73,10 @@ pub async fn work(config: Config) -> anyhow::Result<()> {
     // Beside a server on the embedded database, share its running cluster.
     let database = Database::open_for_command(&config.data, config.database_wait).await?;
     let slots = config.build_workers.max(1);
+    let worker = worker_config(&config, slots).await?;
     tracing::info!(slots, "build worker running");
     let stopping = stop_on_signal();
-    ubiops_worker::run(
-        database.store.clone(),
-        files,
-        worker_config(&config, slots),
-        stopping,
-    )
-    .await;
+    ubiops_worker::run(database.store.clone(), files, worker, stopping).await;
     tracing::info!("build worker stopped");
     database.close().await
 }
@@ -86,11 +85,12 @@ fn open_files(config: &Config) -> anyhow::Result<FileStore> {
     FileStore::open(&config.storage_url()).context("UBIOPS_STORAGE_URL")
 }
 
-fn worker_config(config: &Config, slots: usize) -> WorkerConfig {
-    let mut worker = WorkerConfig::new(slots, config.data.dir.join("builds"));
+async fn worker_config(config: &Config, slots: usize) -> anyhow::Result<WorkerConfig> {
+    let (work_dir, tools) = build_tools(config).await?;
+    let mut worker = WorkerConfig::new(slots, work_dir, tools);
     worker.lease = config.build_lease;
     worker.log_retention = config.log_retention;
-    worker
+    Ok(worker)
 }
 
 /// The bootstrap token from the environment, and on a first start without any

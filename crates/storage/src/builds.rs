@@ -48,6 +48,8 @@ pub enum BuildOutcome {
     Success {
         has_request_method: bool,
         has_requests_method: bool,
+        /// The key of the environment it runs in (Python packages).
+        environment: Option<String>,
     },
     Failed(String),
 }
@@ -174,6 +176,34 @@ impl Store {
         Ok(renewed.rows_affected() == 1)
     }
 
+    /// True while the build is this worker's to run: checked often, so a
+    /// cancel stops a running install or import within a second or so.
+    pub async fn build_is_ours(&self, id: Uuid, worker_id: &str) -> Result<bool> {
+        let ours = sqlx::query_scalar!(
+            "SELECT EXISTS (SELECT 1 FROM builds
+             WHERE id = $1 AND worker_id = $2 AND status IN ('building', 'validating'))
+             AS \"ours!\"",
+            id,
+            worker_id,
+        )
+        .fetch_one(&mut *self.connection().await?)
+        .await?;
+        Ok(ours)
+    }
+
+    /// The environments of the active revisions, which the cache keeps
+    /// whatever their age.
+    pub async fn active_environments(&self) -> Result<Vec<String>> {
+        let keys = sqlx::query_scalar!(
+            "SELECT DISTINCT b.environment AS \"environment!\"
+             FROM builds b JOIN versions v ON v.active_revision_id = b.revision_id
+             WHERE b.status = 'success' AND b.environment IS NOT NULL",
+        )
+        .fetch_all(&mut *self.connection().await?)
+        .await?;
+        Ok(keys)
+    }
+
     /// Moves from `building` to `validating`; false if no longer ours.
     pub async fn start_validating(&self, id: Uuid, worker_id: &str) -> Result<bool> {
         let moved = sqlx::query!(
@@ -215,14 +245,17 @@ impl Store {
             BuildOutcome::Success {
                 has_request_method,
                 has_requests_method,
+                environment,
             } => {
                 sqlx::query!(
                     "UPDATE builds SET status = 'success', error_message = NULL, worker_id = NULL,
-                            lease_expires_at = NULL, has_request_method = $2, has_requests_method = $3
+                            lease_expires_at = NULL, has_request_method = $2, has_requests_method = $3,
+                            environment = $4
                      WHERE id = $1",
                     build.id,
                     has_request_method,
                     has_requests_method,
+                    environment.as_deref(),
                 )
                 .execute(&mut *tx)
                 .await?;

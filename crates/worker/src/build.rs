@@ -1,40 +1,39 @@
-//! Running one claimed build: its stages (fetch, safe extraction, checking
-//! the code), the lease kept alive meanwhile, and what becomes of the build
+//! Running one claimed build: its stages (see `stages`), the lease kept
+//! alive and the cancel watched meanwhile, and what becomes of the build
 //! when the stages end: published, retried after a fault, given up, or given
 //! back at shutdown.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use ubiops_domain::logs::Level;
-use ubiops_files::FileError;
-use ubiops_inspect::{BuildFailure, Language};
 use ubiops_storage::{BuildOutcome, ClaimedBuild, Store};
 use uuid::Uuid;
 
-use crate::build_log::findings;
 use crate::retry::{backoff, Fault};
 use crate::Worker;
 
+/// How often a running build asks whether it is still its worker's: how
+/// soon a cancel stops an install or an import.
+const CANCEL_CHECK: Duration = Duration::from_millis(500);
+
 /// Why the stages stopped without an outcome.
-enum Stopped {
+pub(crate) enum Stopped {
     /// Cancelled, or taken over by another worker after the lease ran out.
     Lost,
     /// Worth another attempt.
     Fault(Fault),
 }
 
-fn transient(error: impl std::fmt::Display) -> Stopped {
+pub(crate) fn transient(error: impl std::fmt::Display) -> Stopped {
     Stopped::Fault(Fault::Transient(error.to_string()))
 }
 
 /// A finished check: the outcome, with what validation found (log lines to
 /// write with it).
-type Checked = (BuildOutcome, Vec<String>);
+pub(crate) type Checked = (BuildOutcome, Vec<String>);
 
 impl Worker {
     /// Runs one build to its end, or until the fault that stops it is dealt
@@ -63,7 +62,7 @@ impl Worker {
             ],
         )
         .await;
-        let lost = Arc::new(AtomicBool::new(false));
+        let lost = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
             self.store.clone(),
             build.id,
@@ -71,13 +70,11 @@ impl Worker {
             self.config.lease,
             lost.clone(),
         ));
-        let dir = self.config.work_dir.join(build.id.to_string());
         let result = tokio::select! {
-            result = self.stages(&build, &dir, &lost) => Some(result),
+            result = self.stages(&build, &lost) => Some(result),
             _ = shutdown.changed() => None,
         };
         heartbeat.abort();
-        let _ = tokio::fs::remove_dir_all(&dir).await;
         match result {
             None => {
                 tracing::info!("shutting down: the build goes back to the queue");
@@ -119,7 +116,11 @@ impl Worker {
     /// Puts the build back in the queue to wait out its back-off; if even
     /// that fails, the build is retried when its lease expires.
     async fn requeue(&self, build: &ClaimedBuild) -> Duration {
-        let delay = backoff(&self.config, build.attempts);
+        let delay = backoff(
+            self.config.retry_base,
+            self.config.retry_cap,
+            build.attempts,
+        );
         if let Err(error) = self
             .store
             .retry_build(build.id, &self.id, delay.as_secs_f64())
@@ -162,103 +163,10 @@ impl Worker {
         }
     }
 
-    /// The stages; an error when the build is no longer ours to finish
-    /// (cancelled or taken over) or a fault stopped it.
-    async fn stages(
-        &self,
-        build: &ClaimedBuild,
-        dir: &Path,
-        lost: &AtomicBool,
-    ) -> Result<Checked, Stopped> {
-        let still_ours = || {
-            if lost.load(Ordering::SeqCst) {
-                Err(Stopped::Lost)
-            } else {
-                Ok(())
-            }
-        };
-        let _ = tokio::fs::remove_dir_all(dir).await;
-        let extracted = dir.join("files");
-        tokio::fs::create_dir_all(&extracted)
-            .await
-            .map_err(transient)?;
-        let zip = dir.join("deployment.zip");
-        match self.files.download_to(&build.object_key, &zip).await {
-            Ok(_) => {}
-            Err(FileError::NotFound) => {
-                return Ok((
-                    BuildOutcome::Failed(
-                        "The deployment file is missing from storage: upload it again".into(),
-                    ),
-                    Vec::new(),
-                ))
-            }
-            Err(error) => return Err(transient(error)),
-        }
-        still_ours()?;
-        let limits = self.config.limits.clone();
-        let extracted_summary = {
-            let (zip, extracted) = (zip.clone(), extracted.clone());
-            match self
-                .inspect(move || ubiops_inspect::extract(&zip, &extracted, &limits))
-                .await?
-            {
-                Ok(summary) => summary,
-                Err(failure) => return Ok((failed(failure), Vec::new())),
-            }
-        };
-        still_ours()?;
-        if !self
-            .store
-            .start_validating(build.id, &self.id)
-            .await
-            .map_err(transient)?
-        {
-            return Err(Stopped::Lost);
-        }
-        let language = if build.language.starts_with('r') {
-            Language::R
-        } else {
-            Language::Python
-        };
-        let code = language.deployment_file_name();
-        self.log(
-            build,
-            vec![
-                (
-                    Level::Info,
-                    format!(
-                        "Extracted {} files ({} bytes)",
-                        extracted_summary.files, extracted_summary.total_bytes
-                    ),
-                ),
-                (
-                    Level::Info,
-                    format!("Validating: checking {code} and requirements.txt"),
-                ),
-            ],
-        )
-        .await;
-        let validation = self
-            .inspect(move || ubiops_inspect::validate(&extracted, language))
-            .await?;
-        still_ours()?;
-        Ok(match validation {
-            Ok(validation) => (
-                BuildOutcome::Success {
-                    has_request_method: validation.has_request_method,
-                    has_requests_method: validation.has_requests_method,
-                },
-                findings(&validation),
-            ),
-            Err(failure) => (failed(failure), Vec::new()),
-        })
-    }
-
     /// Runs a step of the inspector on a blocking thread. A panic there is
     /// a crash of the inspector, which another attempt may or may not
     /// survive: it counts as a fault, never as the package's fault.
-    async fn inspect<T: Send + 'static>(
+    pub(crate) async fn inspect<T: Send + 'static>(
         &self,
         step: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Stopped> {
@@ -286,31 +194,34 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     format!("the inspector panicked: {text}")
 }
 
-fn failed(failure: BuildFailure) -> BuildOutcome {
-    BuildOutcome::Failed(failure.message().to_owned())
-}
-
-/// Renews the lease while the build runs; marks it lost if the build was
-/// cancelled or taken over, so the stages stop at their next check.
+/// Renews the lease while the build runs, and in between asks whether the
+/// build is still ours; cancels `lost` when it was cancelled or taken over,
+/// which stops what the stages run at once.
 async fn heartbeat(
     store: Store,
     id: Uuid,
     worker_id: String,
     lease: Duration,
-    lost: Arc<AtomicBool>,
+    lost: CancellationToken,
 ) {
+    let mut renewed = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(lease / 3).await;
-        match store
-            .renew_build_lease(id, &worker_id, lease.as_secs_f64())
-            .await
-        {
+        tokio::time::sleep(CANCEL_CHECK).await;
+        let ours = if renewed.elapsed() >= lease / 3 {
+            renewed = tokio::time::Instant::now();
+            store
+                .renew_build_lease(id, &worker_id, lease.as_secs_f64())
+                .await
+        } else {
+            store.build_is_ours(id, &worker_id).await
+        };
+        match ours {
             Ok(true) => {}
             Ok(false) => {
-                lost.store(true, Ordering::SeqCst);
+                lost.cancel();
                 return;
             }
-            Err(error) => tracing::warn!(%error, "could not renew the build lease"),
+            Err(error) => tracing::warn!(%error, "could not check on the build's lease"),
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The build worker. Each slot claims one build at a time (`FOR UPDATE SKIP
 //! LOCKED`, so any number of slots and processes can share one queue), holds
 //! it with a lease it renews while working, and takes it through
-//! `building` (fetch and safe extraction) and `validating` (checking the code)
-//! to `success` or `failed`. Between steps it checks that the build is still
-//! its own, so a cancelled build is never published. Slots wake on
-//! LISTEN/NOTIFY and poll as a fallback.
+//! `building` (fetch, safe extraction, the static checks of the code, and
+//! the package's Python environment with its requirements installed) and
+//! `validating` (importing the code in that environment) to `success` or
+//! `failed`. The package's code runs only in a sandbox (see `stages`). The
+//! build watches for a cancel while it runs and stops what it runs at once,
+//! so a cancelled build is never published. Slots wake on LISTEN/NOTIFY and
+//! poll as a fallback.
 //!
 //! A build stopped by a fault goes back to the queue with its attempt counted
 //! and waits out a back-off; after `max_attempts` it fails for good (see
@@ -15,6 +18,7 @@ mod build;
 mod build_log;
 mod queue;
 mod retry;
+mod stages;
 mod sweep;
 
 use std::fmt;
@@ -27,6 +31,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use ubiops_files::FileStore;
 use ubiops_inspect::Limits;
+use ubiops_python::environments::Environments;
+use ubiops_python::interpreters::Interpreters;
 use ubiops_storage::Store;
 use uuid::Uuid;
 
@@ -45,17 +51,20 @@ pub struct WorkerConfig {
     /// doubles with each further attempt, up to `retry_cap`.
     pub retry_base: Duration,
     pub retry_cap: Duration,
-    /// Scratch space for downloads and extraction.
+    /// Where each build gets its sandbox's private directory (download,
+    /// extraction, pip's home); sandbox users must be able to search it.
     pub work_dir: PathBuf,
     pub limits: Limits,
+    pub tools: BuildTools,
     /// Log lines older than this are deleted by the sweep.
     pub log_retention: Duration,
     pub hooks: Hooks,
 }
 
 impl WorkerConfig {
-    pub fn new(slots: usize, work_dir: PathBuf) -> Self {
+    pub fn new(slots: usize, work_dir: PathBuf, tools: BuildTools) -> Self {
         WorkerConfig {
+            tools,
             slots,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(2),
@@ -68,6 +77,19 @@ impl WorkerConfig {
             hooks: Hooks::default(),
         }
     }
+}
+
+/// What builds run the package's code with.
+#[derive(Debug, Clone)]
+pub struct BuildTools {
+    pub interpreters: Arc<Interpreters>,
+    /// The environment cache, and the sandboxes every step runs in.
+    pub environments: Environments,
+    /// How long importing `deployment.py` may take.
+    pub import_time_limit: Duration,
+    /// An R installation was found (`Rscript` on `PATH`); without one, R
+    /// builds fail with a message that says so.
+    pub r_installed: bool,
 }
 
 /// Code that tests run at fixed points of the worker, to inject faults or

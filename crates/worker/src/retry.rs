@@ -8,8 +8,6 @@
 
 use std::time::Duration;
 
-use crate::WorkerConfig;
-
 /// Why an attempt stopped without an outcome, though the build may succeed
 /// if tried again.
 #[derive(Debug)]
@@ -55,12 +53,10 @@ impl Fault {
 }
 
 /// How long a build waits before the attempt after `attempts`.
-pub(crate) fn backoff(config: &WorkerConfig, attempts: i32) -> Duration {
+/// (`retry_base` doubled per attempt, up to `retry_cap`: see `WorkerConfig`)
+pub(crate) fn backoff(base: Duration, cap: Duration, attempts: i32) -> Duration {
     let doublings = attempts.saturating_sub(1).clamp(0, 31) as u32;
-    config
-        .retry_base
-        .saturating_mul(1 << doublings)
-        .min(config.retry_cap)
+    base.saturating_mul(1 << doublings).min(cap)
 }
 
 #[cfg(test)]
@@ -69,14 +65,12 @@ mod tests {
 
     #[test]
     fn the_wait_doubles_per_attempt_up_to_the_cap() {
-        let mut config = WorkerConfig::new(1, "/tmp".into());
-        config.retry_base = Duration::from_secs(10);
-        config.retry_cap = Duration::from_secs(60);
+        let (base, cap) = (Duration::from_secs(10), Duration::from_secs(60));
         let waits: Vec<u64> = (1..=6)
-            .map(|attempts| backoff(&config, attempts).as_secs())
+            .map(|attempts| backoff(base, cap, attempts).as_secs())
             .collect();
         assert_eq!(waits, [10, 20, 40, 60, 60, 60]);
-        assert_eq!(backoff(&config, i32::MAX), config.retry_cap);
-        assert_eq!(backoff(&config, 0), config.retry_base);
+        assert_eq!(backoff(base, cap, i32::MAX), cap);
+        assert_eq!(backoff(base, cap, 0), base);
     }
 }

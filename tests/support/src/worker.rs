@@ -2,14 +2,18 @@
 //! the worker itself (concurrency, leases, cancellation, sweeps), and
 //! `run_pending_builds` for tests that only need their builds finished.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::RetryConfig;
 use tokio::sync::watch;
 use ubiops_files::FileStore;
-use ubiops_worker::WorkerConfig;
+use ubiops_python::environments::{Environments, Settings};
+use ubiops_python::interpreters::Interpreters;
+use ubiops_sandbox::{Limits, Sandboxes, Users};
+use ubiops_worker::{BuildTools, WorkerConfig};
 
 use crate::TestApp;
 
@@ -52,10 +56,45 @@ impl TestApp {
     /// and a second worker takes the build over (correctly, but it makes
     /// attempt counts vary). Tests of lease expiry claim builds with short
     /// leases themselves.
+    ///
+    /// Builds run as in production: in sandboxes (a user of their own, as
+    /// the tests run as root), with this machine's interpreters, and an
+    /// environment cache shared by the tests of this machine (see
+    /// [`shared_build_tools`]); tests that count what the cache does give
+    /// the worker [`TestApp::private_environments`].
     pub fn worker_config(&self, slots: usize) -> WorkerConfig {
-        let mut config = WorkerConfig::new(slots, self.files_dir.path().join("builds"));
+        let builds = self.sandbox_dir().join("builds");
+        std::fs::create_dir_all(&builds).expect("the builds directory");
+        ubiops_sandbox::make_reachable(&builds).expect("reachable builds directory");
+        let mut config = WorkerConfig::new(slots, builds, shared_build_tools().clone());
         config.poll_interval = Duration::from_millis(100);
         config
+    }
+
+    /// An environment cache of this app's own, empty at first.
+    pub fn private_environments(&self, size_limit_bytes: u64) -> Environments {
+        let shared = shared_build_tools().environments.clone();
+        Environments::new(
+            Settings {
+                dir: self.sandbox_dir().join("environments"),
+                size_limit_bytes,
+                ..shared.settings().clone()
+            },
+            shared.sandboxes().clone(),
+        )
+        .expect("a private environment cache")
+    }
+
+    /// Where this app's builds and private environments live: beside its
+    /// files, in a directory sandbox users can search but not list (as the
+    /// server's data directory), so the files stay out of their reach.
+    pub fn sandbox_dir(&self) -> PathBuf {
+        let root = self.files_dir.path();
+        set_mode(root, 0o711);
+        let dir = root.join("sandbox");
+        std::fs::create_dir_all(&dir).expect("the sandbox directory");
+        ubiops_sandbox::make_reachable(&dir).expect("reachable sandbox directory");
+        dir
     }
 
     /// Build workers over this app's database and files.
@@ -111,4 +150,67 @@ pub fn unreachable_file_store() -> FileStore {
         .build()
         .expect("S3 store");
     FileStore::from_store(Arc::new(store))
+}
+
+/// The sandboxes, interpreters and environment cache every test worker
+/// uses, set up once per test process. The cache lives in the system's
+/// temporary directory, shared by the test processes of this machine (it is
+/// safe to share: see `ubiops_python::environments`), so an environment the
+/// tests need is made once, not once per test.
+pub fn shared_build_tools() -> &'static BuildTools {
+    static TOOLS: OnceLock<BuildTools> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        // Set up on a runtime of its own: each test has its own runtime,
+        // which may end before other tests use what is set up here.
+        std::thread::spawn(|| {
+            tokio::runtime::Runtime::new()
+                .expect("a runtime")
+                .block_on(set_up_build_tools())
+        })
+        .join()
+        .expect("setting up the build tools")
+    })
+}
+
+async fn set_up_build_tools() -> BuildTools {
+    let sandboxes = Sandboxes::new(Users::automatic(), Limits::default()).expect("sandboxes");
+    let root = std::env::temp_dir().join("ubiops-test-sandbox");
+    let probes = root.join(format!("probes-{}", std::process::id()));
+    std::fs::create_dir_all(&probes).expect("the probe directory");
+    for dir in [&root, &probes] {
+        ubiops_sandbox::make_reachable(dir).expect("reachable test sandbox directory");
+    }
+    let interpreters = Interpreters::discover(
+        &std::env::var("PATH").unwrap_or_default(),
+        &[],
+        false,
+        &sandboxes,
+        &probes,
+    )
+    .await;
+    assert!(
+        interpreters.all().next().is_some(),
+        "the build tests need a Python 3 interpreter with venv (python3.X on PATH)"
+    );
+    let environments = Environments::new(
+        Settings {
+            dir: root.join("environments"),
+            size_limit_bytes: 20 << 30,
+            pip_environment: Vec::new(),
+            install_time_limit: Duration::from_secs(300),
+        },
+        sandboxes,
+    )
+    .expect("the shared environment cache");
+    BuildTools {
+        interpreters: Arc::new(interpreters),
+        environments,
+        import_time_limit: Duration::from_secs(60),
+        r_installed: false,
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
