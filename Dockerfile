@@ -18,9 +18,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     && cp target/release/ubiops-server /usr/local/bin/ubiops-server
 
 FROM debian:12.15-slim
-# curl: the healthcheck asks the server's own /status.
+# curl: the healthcheck asks the server's own /status. python3 and
+# python3-venv: builds make each revision's virtual environment with them.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates curl python3 python3-venv \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 ubiops \
     && useradd --system --uid 10001 --gid ubiops --home-dir /var/lib/ubiops --create-home ubiops \

@@ -19,6 +19,7 @@ mod openapi;
 mod operations;
 mod parity;
 mod projects;
+mod python_builds;
 mod queue;
 mod races;
 mod routing;

@@ -249,11 +249,11 @@ pub fn take_back(path: &Path) -> io::Result<()> {
     })
 }
 
-/// Lets other users enter `dir` (but not list it): for the directories that
-/// hold sandboxes and what they use.
+/// Lets other users enter `dir` but neither list nor change it (mode 0711):
+/// for the directories that hold sandboxes and what they use, where a
+/// sandbox may reach only what it knows the name of.
 pub fn make_reachable(dir: &Path) -> io::Result<()> {
-    let mode = fs::metadata(dir)?.permissions().mode();
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o011))
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
 }
 
 /// A sandbox user needs search permission on every ancestor of its

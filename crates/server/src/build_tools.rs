@@ -57,7 +57,7 @@ pub async fn build_tools(config: &Config) -> anyhow::Result<(PathBuf, BuildTools
     }
     let interpreters = Interpreters::discover(
         &std::env::var("PATH").unwrap_or_default(),
-        &settings.interpreters,
+        &settings.interpreters.0,
         settings.strict,
         &sandboxes,
         &builds,

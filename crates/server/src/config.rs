@@ -145,7 +145,7 @@ pub struct BuildSettings {
         hide_default_value = true,
         value_parser = setting(interpreters),
     )]
-    pub interpreters: Vec<(Version, PathBuf)>,
+    pub interpreters: InterpreterPaths,
 
     /// true: a version whose Python is not installed fails its builds,
     /// instead of building with the nearest installed version.
@@ -497,7 +497,12 @@ fn previous_secret_keys(keys: &str) -> anyhow::Result<String> {
     Ok(keys.to_owned())
 }
 
-fn interpreters(raw: &str) -> anyhow::Result<Vec<(Version, PathBuf)>> {
+/// Interpreters the operator names, by version. (A type of its own: clap
+/// reads a `Vec` field as a repeated flag.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterpreterPaths(pub Vec<(Version, PathBuf)>);
+
+fn interpreters(raw: &str) -> anyhow::Result<InterpreterPaths> {
     raw.split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
@@ -512,7 +517,8 @@ fn interpreters(raw: &str) -> anyhow::Result<Vec<(Version, PathBuf)>> {
             }
             Ok((version, path))
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()
+        .map(InterpreterPaths)
 }
 
 fn boolean(raw: &str) -> anyhow::Result<bool> {
@@ -593,7 +599,7 @@ mod tests {
         assert_eq!(config.log_retention, Duration::from_secs(30 * 86_400));
         assert!(config.bootstrap.token.is_none());
         assert!(config.secret_key.is_none());
-        assert!(config.builds.interpreters.is_empty());
+        assert!(config.builds.interpreters.0.is_empty());
         assert!(!config.builds.strict);
         assert_eq!(config.builds.pip_timeout, Duration::from_secs(900));
         assert_eq!(config.builds.import_timeout, Duration::from_secs(120));
@@ -611,7 +617,7 @@ mod tests {
             "true",
         ]);
         assert_eq!(
-            config.builds.interpreters,
+            config.builds.interpreters.0,
             vec![
                 (
                     "3.9".parse().unwrap(),

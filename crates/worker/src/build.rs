@@ -153,6 +153,15 @@ impl Worker {
                     }
                 });
                 self.log(build, lines).await;
+                if matches!(
+                    outcome,
+                    BuildOutcome::Success {
+                        environment: Some(_),
+                        ..
+                    }
+                ) {
+                    self.evict_environments().await;
+                }
             }
             Ok(false) => tracing::info!("build was cancelled before it could be published"),
             Err(error) => {

@@ -239,15 +239,12 @@ impl Worker {
             )
         };
         self.log_one(build, line).await;
-        if !ready.reused {
-            self.evict_environments().await;
-        }
         Ok(Ok(ready))
     }
 
-    /// Keeps the environment cache within its size: a new environment may
-    /// have taken it over.
-    async fn evict_environments(&self) {
+    /// Keeps the environment cache within its size. Run after a build is
+    /// published: the revision it replaced no longer keeps its environment.
+    pub(crate) async fn evict_environments(&self) {
         let keep: HashSet<String> = match self.store.active_environments().await {
             Ok(keys) => keys.into_iter().collect(),
             Err(error) => {

@@ -19,4 +19,4 @@ pub use app::{Response, TestApp, TestOptions, ORGANIZATION};
 pub use postgres::{fresh_database, TestDatabase};
 pub use s3::{s3_bucket, s3_file_store, s3_store_at};
 pub use wait::wait_for;
-pub use worker::{unreachable_file_store, TestWorker};
+pub use worker::{shared_build_tools, unreachable_file_store, TestWorker};

@@ -71,18 +71,22 @@ impl TestApp {
         config
     }
 
-    /// An environment cache of this app's own, empty at first.
-    pub fn private_environments(&self, size_limit_bytes: u64) -> Environments {
+    /// An environment cache of this app's own in `name`, empty at first,
+    /// with the shared cache's settings changed by `change`. Two such caches
+    /// are two machines' caches.
+    pub fn private_environments(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Settings),
+    ) -> Environments {
         let shared = shared_build_tools().environments.clone();
-        Environments::new(
-            Settings {
-                dir: self.sandbox_dir().join("environments"),
-                size_limit_bytes,
-                ..shared.settings().clone()
-            },
-            shared.sandboxes().clone(),
-        )
-        .expect("a private environment cache")
+        let mut settings = Settings {
+            dir: self.sandbox_dir().join(name),
+            ..shared.settings().clone()
+        };
+        change(&mut settings);
+        Environments::new(settings, shared.sandboxes().clone())
+            .expect("a private environment cache")
     }
 
     /// Where this app's builds and private environments live: beside its
