@@ -18,7 +18,6 @@ use axum::Router;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use ubiops_python::environments::Environments;
 use ubiops_python::interpreters::{Interpreter, Interpreters};
 use ubiops_test_support::{shared_build_tools, wait_for, TestApp};
 use ubiops_worker::WorkerConfig;

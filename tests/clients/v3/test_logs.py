@@ -52,7 +52,7 @@ def test_lines_of_a_version_tell_the_build_stages(api, builds):
     texts = [line.log for line in lines]
     assert texts[0].startswith("Build queued: Deployment file upload of revision "), texts
     assert texts[1].startswith("Build picked up by worker"), texts
-    assert "Validating: checking deployment.py and requirements.txt" in texts
+    assert "Validating: importing deployment.py in its environment" in texts
     assert texts[-1].startswith("Build succeeded: revision "), texts
     assert all(line.build_id == builds["v1"] for line in lines)
     assert all((line.deployment_name, line.deployment_version) == (DEPLOYMENT, "v1") for line in lines)

@@ -62,7 +62,7 @@ def test_wait_for_revision_streams_each_stage_line_once(core, project, good_zip,
     assert lines[2] == "Building: fetching and extracting the deployment package", output
     assert lines[-1] == f"Build succeeded: revision {upload.revision} is now the active revision of version v1"
     assert len(lines) == len(set(lines)), f"a line was printed twice:\n{output}"
-    assert "Validating: checking deployment.py and requirements.txt" in output
+    assert "Validating: importing deployment.py in its environment" in output
     assert output.rstrip().endswith("Deployment revision: success"), output
 
 
