@@ -55,6 +55,13 @@ pub async fn build_tools(config: &Config) -> anyhow::Result<(PathBuf, BuildTools
         ubiops_sandbox::make_reachable(dir)
             .with_context(|| format!("cannot make {} reachable", dir.display()))?;
     }
+    // A data directory below one other users cannot enter (such as /root)
+    // would fail every build; say so now, with the directory to fix.
+    drop(
+        sandboxes
+            .enter(&builds.join("start-check"))
+            .context("builds cannot run their sandboxes")?,
+    );
     let interpreters = Interpreters::discover(
         &std::env::var("PATH").unwrap_or_default(),
         &settings.interpreters.0,
