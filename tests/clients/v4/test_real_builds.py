@@ -54,7 +54,7 @@ def test_a_real_requirement_installs_and_the_logs_show_pip(core, project, tmp_pa
         client=core.api_client, project_name=PROJECT, deployment_name=DEPLOYMENT, version="v1",
         revision_id=uploaded.revision, timeout=300, quiet=True,
     )
-    assert core.builds_get(project_name=PROJECT, deployment_name=DEPLOYMENT, version="v1", build_id=uploaded.build).status == "success"
+    assert core.revisions_get(project_name=PROJECT, deployment_name=DEPLOYMENT, version="v1", revision_id=uploaded.revision).status == "success"
     texts = log_texts(core, uploaded.revision)
     assert any("Successfully installed six-1.16.0" in text for text in texts), texts
     assert "Validating: importing deployment.py in its environment" in texts, texts
@@ -70,9 +70,9 @@ def test_a_requirement_that_does_not_exist_fails_with_pips_reason(core, project,
             client=core.api_client, project_name=PROJECT, deployment_name=DEPLOYMENT, version="missing",
             revision_id=uploaded.revision, timeout=300, quiet=True,
         )
-    build = core.builds_get(project_name=PROJECT, deployment_name=DEPLOYMENT, version="missing", build_id=uploaded.build)
-    assert build.status == "failed"
-    assert "No matching distribution found for no-such-package-ubiops-clients==1.0" in build.error_message
+    revision = core.revisions_get(project_name=PROJECT, deployment_name=DEPLOYMENT, version="missing", revision_id=uploaded.revision)
+    assert revision.status == "failed"
+    assert "No matching distribution found for no-such-package-ubiops-clients==1.0" in revision.error_message
     texts = log_texts(core, uploaded.revision)
     assert any(text.startswith("ERROR: Could not find a version") for text in texts), texts
 
@@ -86,7 +86,7 @@ def test_code_that_fails_on_import_fails_with_the_exception_and_line(core, proje
             client=core.api_client, project_name=PROJECT, deployment_name=DEPLOYMENT, version="raises",
             revision_id=uploaded.revision, timeout=120, quiet=True,
         )
-    build = core.builds_get(project_name=PROJECT, deployment_name=DEPLOYMENT, version="raises", build_id=uploaded.build)
-    assert build.error_message == (
+    revision = core.revisions_get(project_name=PROJECT, deployment_name=DEPLOYMENT, version="raises", revision_id=uploaded.revision)
+    assert revision.error_message == (
         "deployment_package/deployment.py could not be imported: RuntimeError: no model file (deployment.py, line 2)"
-    ), build.error_message
+    ), revision.error_message
