@@ -224,25 +224,11 @@ impl Environments {
             venv.arg("--without-pip");
         }
         venv.arg(path);
-        let mut output = Vec::new();
-        let ended = sandbox
-            .run(venv, limit, cancelled(), &mut |line| {
-                output.push(line.to_owned());
-                log(line);
-            })
-            .await?;
-        match ended {
-            Ended::Exited(status) if status.success() => {}
-            Ended::Cancelled => return Err(StepError::Cancelled),
-            Ended::TimedOut => return Err(self.too_slow()),
-            Ended::Exited(_) => {
-                return Err(StepError::Failed(format!(
-                    "Creating the Python {} environment failed: {}",
-                    wanted.interpreter.version,
-                    pip::failure_reason(&output)
-                )))
-            }
-        }
+        let version = wanted.interpreter.version;
+        self.step(sandbox, venv, limit, cancelled(), log, |reason| {
+            format!("Creating the Python {version} environment failed: {reason}")
+        })
+        .await?;
         let Some(requirements) = wanted.requirements else {
             return Ok(());
         };
@@ -255,10 +241,27 @@ impl Environments {
             // Relative --find-links are relative to the requirements file.
             install.current_dir(dir);
         }
-        output.clear();
         let left = limit.saturating_sub(started.elapsed());
+        self.step(sandbox, install, left, cancelled(), log, |reason| {
+            format!("Installing requirements.txt failed: {reason}")
+        })
+        .await
+    }
+
+    /// Runs one program of the install, its output to `log`; a failure is
+    /// `failure` of the reason read from that output.
+    async fn step(
+        &self,
+        sandbox: &Sandbox,
+        command: tokio::process::Command,
+        limit: Duration,
+        cancelled: impl Future<Output = ()>,
+        log: &mut (dyn FnMut(&str) + Send),
+        failure: impl FnOnce(String) -> String,
+    ) -> Result<(), StepError> {
+        let mut output = Vec::new();
         let ended = sandbox
-            .run(install, left, cancelled(), &mut |line| {
+            .run(command, limit, cancelled, &mut |line| {
                 output.push(line.to_owned());
                 log(line);
             })
@@ -267,10 +270,7 @@ impl Environments {
             Ended::Exited(status) if status.success() => Ok(()),
             Ended::Cancelled => Err(StepError::Cancelled),
             Ended::TimedOut => Err(self.too_slow()),
-            Ended::Exited(_) => Err(StepError::Failed(format!(
-                "Installing requirements.txt failed: {}",
-                pip::failure_reason(&output)
-            ))),
+            Ended::Exited(_) => Err(StepError::Failed(failure(pip::failure_reason(&output)))),
         }
     }
 
