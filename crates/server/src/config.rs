@@ -154,6 +154,8 @@ pub struct BuildSettings {
         env = "UBIOPS_PYTHON_STRICT",
         value_name = "BOOL",
         default_value = "false",
+        // A bool field is otherwise a bare flag, which takes no value.
+        action = clap::ArgAction::Set,
         value_parser = setting(boolean),
     )]
     pub strict: bool,
