@@ -31,7 +31,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use process::{Ended, MAX_LINE_BYTES};
+pub use process::{Ended, Lines, MAX_LINE_BYTES};
 use users::{Lease, UserPool};
 
 /// The user ids sandboxes get when the server runs as root: a range no

@@ -161,14 +161,17 @@ fn kill_group(group: Option<u32>) {
     }
 }
 
-/// Splits output into lines, cutting over-long ones.
+/// Splits output into lines, cutting over-long ones: for callers that read
+/// a sandboxed program's output themselves.
 #[derive(Default)]
-struct Lines {
+pub struct Lines {
     pending: Vec<u8>,
 }
 
 impl Lines {
-    fn push(&mut self, bytes: &[u8], on_line: &mut (dyn FnMut(&str) + Send)) {
+    /// Hands each line completed by `bytes` to `on_line`; an unfinished one
+    /// waits for more.
+    pub fn push(&mut self, bytes: &[u8], on_line: &mut (dyn FnMut(&str) + Send)) {
         self.pending.extend_from_slice(bytes);
         let mut start = 0;
         while let Some(end) = self.pending[start..].iter().position(|&b| b == b'\n') {
@@ -183,7 +186,8 @@ impl Lines {
         }
     }
 
-    fn finish(&mut self, on_line: &mut (dyn FnMut(&str) + Send)) {
+    /// Hands over the unfinished line, once the output has ended.
+    pub fn finish(&mut self, on_line: &mut (dyn FnMut(&str) + Send)) {
         if !self.pending.is_empty() {
             emit(&self.pending, on_line);
             self.pending.clear();
