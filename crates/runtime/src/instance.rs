@@ -144,6 +144,16 @@ pub struct Instance {
     ended: Option<String>,
 }
 
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("dir", &self.dir)
+            .field("uid", &self.uid)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Instance {
     /// Starts an instance in a sandbox whose private directory is `dir`
     /// (made anew): copies the package into `<dir>/package`, the code's

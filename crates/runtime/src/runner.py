@@ -9,6 +9,7 @@ once; what the code prints goes to the server as log frames, in order with
 the answers. Passed with -c, so nothing of it lies where the package's code
 could change it first. Its one argument is the package directory.
 """
+import codecs
 import inspect
 import json
 import os
@@ -116,12 +117,15 @@ class Output:
     encoding = "utf-8"
     errors = "replace"
     newlines = None
+    line_buffering = True
     closed = False
 
     def __init__(self, channel, level, fd):
         self.channel = channel
         self.level = level
         self.fd = fd
+        self.name = "<stdout>" if fd == 1 else "<stderr>"
+        self.buffer = Bytes(self)
         self.pending = ""
         self.lock = threading.Lock()
         os.register_at_fork(after_in_child=self.forked)
@@ -164,6 +168,13 @@ class Output:
     def flush(self):
         pass
 
+    def close(self):
+        # The code's output goes on for as long as the instance lives.
+        pass
+
+    def reconfigure(self, **options):
+        pass
+
     def fileno(self):
         # Those writing to the descriptor itself (faulthandler, a program
         # given sys.stdout) reach the server's stderr lines.
@@ -180,6 +191,31 @@ class Output:
 
     def seekable(self):
         return False
+
+
+class Bytes:
+    """sys.stdout.buffer and sys.stderr.buffer, for code that writes bytes."""
+
+    def __init__(self, text):
+        self.text = text
+        # A character may come in two writes.
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def write(self, data):
+        self.text.write(self.decoder.decode(bytes(data)))
+        return len(data)
+
+    def flush(self):
+        pass
+
+    def fileno(self):
+        return self.text.fileno()
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
 
 
 def describe(error):

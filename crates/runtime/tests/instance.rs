@@ -285,6 +285,9 @@ class Deployment:
         print("x" * 20000)
         os.write(1, b"from descriptor 1\n")
         os.write(2, b"from descriptor 2\n")
+        sys.stdout.reconfigure(encoding="utf-8")
+        sys.stdout.buffer.write(b"bytes \xc3")
+        sys.stdout.buffer.write(b"\xa9\n")
         print("unfinished", end="")
         return "done"
 "#;
@@ -326,6 +329,7 @@ async fn printed_lines_arrive_in_order_tagged_with_their_request() {
             (id, Level::Info, long[..8192].to_owned()),
             (id, Level::Info, long[8192..16384].to_owned()),
             (id, Level::Info, long[16384..].to_owned()),
+            (id, Level::Info, "bytes é".to_owned()),
             (id, Level::Info, "unfinished".to_owned()),
         ]
     );
@@ -776,4 +780,30 @@ fn the_package_must_have_a_deployment_file() {
         runtime.block_on(f.try_start(&spec)).err().unwrap(),
         StartError::Fault(_)
     ));
+}
+
+#[tokio::test]
+async fn the_code_imports_its_own_modules_and_writes_next_to_its_files() {
+    let f = fixture(15);
+    let spec = f.spec(
+        "modules",
+        "import helper\nimport vendored\n\nclass Deployment:\n    def __init__(self, base_directory, context):\n        with open('cache.txt', 'w') as file:\n            file.write(helper.NAME)\n\n    def request(self, data, context):\n        with open('cache.txt') as file:\n            return [file.read(), vendored.NAME]\n",
+    );
+    fs::write(spec.package_dir.join("helper.py"), "NAME = 'helper'\n").unwrap();
+    fs::create_dir(spec.package_dir.join("libraries")).unwrap();
+    fs::write(
+        spec.package_dir.join("libraries/vendored.py"),
+        "NAME = 'vendored'\n",
+    )
+    .unwrap();
+    let mut instance = f.try_start(&spec).await.unwrap();
+    assert_eq!(
+        instance.call(call(json!(null)), TIMEOUT).await,
+        CallOutcome::Returned(json!(["helper", "vendored"]))
+    );
+    assert!(
+        !spec.package_dir.join("cache.txt").exists(),
+        "the instance writes to its own copy"
+    );
+    instance.stop().await;
 }
