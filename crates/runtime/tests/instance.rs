@@ -807,3 +807,22 @@ async fn the_code_imports_its_own_modules_and_writes_next_to_its_files() {
     );
     instance.stop().await;
 }
+
+/// As the server runs when it is not root: no user of its own, the same
+/// conversation.
+#[tokio::test]
+async fn without_a_user_of_its_own_an_instance_serves_the_same() {
+    let mut f = fixture(16);
+    f.sandboxes = Sandboxes::new(Users::Own, Limits::default()).unwrap();
+    let mut instance = f.start("own-user", ECHO).await;
+    assert_eq!(instance.uid(), None);
+    let one = call(json!(1));
+    let CallOutcome::Returned(output) = instance.call(one.clone(), TIMEOUT).await else {
+        panic!("no output");
+    };
+    assert_eq!(output["data"], json!(1));
+    assert_eq!(output["context"]["id"], json!(one.request_id));
+    let dir = instance.dir().to_owned();
+    instance.stop().await;
+    assert!(!dir.exists());
+}
