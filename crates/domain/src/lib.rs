@@ -12,6 +12,7 @@ pub mod logs;
 pub mod names;
 pub mod query;
 pub mod request_data;
+pub mod requests;
 pub mod secrets;
 pub mod stable_id;
 pub mod text;
