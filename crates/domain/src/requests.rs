@@ -51,7 +51,9 @@ impl RequestStatus {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|status| status.as_str() == value)
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
     }
 
     /// Whether the request is done with: no worker will touch it again, so
@@ -261,10 +263,14 @@ fn parse_date_time(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(date) = DateTime::parse_from_rfc3339(text) {
         return Some(date.with_timezone(&Utc));
     }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
-        .map(|naive| naive.and_utc())
+    [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+    .map(|naive| naive.and_utc())
 }
 
 /// `2024-01-31T12:00:00 02:00` back to `...+02:00`: in a query string an
@@ -435,15 +441,15 @@ mod tests {
     fn dates_take_every_form_the_clients_send() {
         let noon = utc(2024, 1, 31, 12, 0, 0);
         for raw in [
-            "2024-01-31T12:00:00Z",          // the CLI
-            "2024-01-31T12:00:00.000000Z",   // the CLI's help
-            "2024-01-31T14:00:00+02:00",     // an offset
-            "2024-01-31 12:00:00+00:00",     // 4.x: str(datetime) with a zone
-            "2024-01-31 12:00:00",           // 4.x: str(datetime) without one
-            "2024-01-31T12:00:00",           // no offset: UTC
-            "2024-01-31T12:00",              // no seconds
-            "2024-01-31T14:00:00 02:00",     // an unencoded + in a URL
-            " 2024-01-31T12:00:00Z ",        // stray spaces
+            "2024-01-31T12:00:00Z",        // the CLI
+            "2024-01-31T12:00:00.000000Z", // the CLI's help
+            "2024-01-31T14:00:00+02:00",   // an offset
+            "2024-01-31 12:00:00+00:00",   // 4.x: str(datetime) with a zone
+            "2024-01-31 12:00:00",         // 4.x: str(datetime) without one
+            "2024-01-31T12:00:00",         // no offset: UTC
+            "2024-01-31T12:00",            // no seconds
+            "2024-01-31T14:00:00 02:00",   // an unencoded + in a URL
+            " 2024-01-31T12:00:00Z ",      // stray spaces
         ] {
             let filter = parse(&[("start_date", raw), ("end_date", raw)]).unwrap();
             assert_eq!(filter.created_from, Some(noon), "{raw}");
@@ -517,10 +523,16 @@ mod tests {
                 .unwrap()
                 .matches_nothing
         );
-        assert!(!parse(&[("object_type", "deployment")])
-            .unwrap()
-            .matches_nothing);
-        assert!(parse(&[("object_type", "pipeline")]).unwrap().matches_nothing);
+        assert!(
+            !parse(&[("object_type", "deployment")])
+                .unwrap()
+                .matches_nothing
+        );
+        assert!(
+            parse(&[("object_type", "pipeline")])
+                .unwrap()
+                .matches_nothing
+        );
         assert_eq!(
             error(&[("object_type", "model")]),
             "Invalid `object_type` 'model': use deployment or pipeline"
