@@ -11,6 +11,8 @@ pub mod labels;
 pub mod logs;
 pub mod names;
 pub mod query;
+pub mod request_data;
+pub mod requests;
 pub mod secrets;
 pub mod stable_id;
 pub mod text;

@@ -11,6 +11,7 @@ mod error;
 mod listing;
 mod logs;
 mod projects;
+mod requests;
 mod revisions;
 mod sealing;
 mod tokens;
@@ -32,6 +33,7 @@ pub use error::StorageError;
 pub use listing::{Listed, RowStamp, RowVersion};
 pub use logs::{LogLine, LogTags, NewLogLine};
 pub use projects::Project;
+pub use requests::{NewRequest, RequestScope, RequestSummary, Retention, StoredRequest};
 pub use revisions::{
     Build, NewRevision, Revision, StoredFile, TemplateDeployment, Trigger, VersionRef,
     BUILDS_CHANNEL,

@@ -165,7 +165,7 @@ pub(crate) async fn append_for_build(
 }
 
 /// `text LIKE` pattern that matches `needle` anywhere, literally.
-fn contains_pattern(needle: &str) -> String {
+pub(crate) fn contains_pattern(needle: &str) -> String {
     let mut pattern = String::with_capacity(needle.len() + 2);
     pattern.push('%');
     for c in needle.chars() {

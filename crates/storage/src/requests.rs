@@ -1,0 +1,486 @@
+//! Deployment requests: direct requests recorded when they finish, kept per
+//! the version's retention mode and time; read one by one or listed by
+//! version or project; deleted by a client or, once expired, by the sweep.
+//! Batch requests will live in the same table (see the migration).
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+use sqlx::Connection as _;
+use ubiops_domain::request_data::error_message;
+use ubiops_domain::requests::{RequestFilter, RequestStatus, SortOrder};
+use ubiops_domain::version::{RetentionMode, VersionSettings};
+use uuid::Uuid;
+
+use crate::error::corrupt;
+use crate::logs::contains_pattern;
+use crate::{Result, StorageError, Store};
+
+/// How long and how much of a request is kept: the version's
+/// `request_retention_mode` and `request_retention_time` (seconds) when the
+/// request was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// `none`: nothing is stored; `metadata`: all but the data and the
+    /// result; `full`: everything.
+    pub mode: RetentionMode,
+    pub seconds: i32,
+}
+
+impl Retention {
+    /// The retention a version's settings give its requests.
+    pub fn of(settings: &VersionSettings) -> Self {
+        Self {
+            mode: settings.request_retention_mode,
+            seconds: settings.request_retention_time,
+        }
+    }
+}
+
+/// A request to record. `request_data` and `result` are given whatever the
+/// retention: their sizes are kept even when they are not.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub deployment_id: Uuid,
+    pub version_id: Uuid,
+    pub batch: bool,
+    /// The token's email (`created_by`).
+    pub created_by: String,
+    /// What the request came through, e.g. `{"deployment": "d",
+    /// "deployment_version": "v1"}`; the 3.13 client wants string values.
+    pub origin: Value,
+    pub timeout_seconds: i32,
+    pub notification_group: Option<String>,
+    pub time_created: DateTime<Utc>,
+    pub time_started: Option<DateTime<Utc>>,
+    pub time_completed: Option<DateTime<Utc>>,
+    pub status: RequestStatus,
+    pub success: Option<bool>,
+    pub request_data: Option<Value>,
+    pub result: Option<Value>,
+    /// Capped to the clients' 1024 characters (and cleaned of NUL) when
+    /// stored, by [`error_message`].
+    pub error_message: Option<String>,
+    pub retention: Retention,
+}
+
+/// Whose requests a list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestScope {
+    Version(Uuid),
+    Project(Uuid),
+}
+
+/// A stored request with everything `deployment_requests_get` shows. The
+/// names are the deployment's and version's current ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRequest {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub deployment_id: Uuid,
+    pub version_id: Uuid,
+    pub deployment: String,
+    pub version: String,
+    pub batch: bool,
+    pub status: RequestStatus,
+    pub success: Option<bool>,
+    pub time_created: DateTime<Utc>,
+    pub time_started: Option<DateTime<Utc>>,
+    pub time_completed: Option<DateTime<Utc>>,
+    /// `None` when not kept (retention `metadata`) or not sent.
+    pub request_data: Option<Value>,
+    pub result: Option<Value>,
+    /// Bytes of the data and the result as JSON.
+    pub input_size: Option<i64>,
+    pub output_size: Option<i64>,
+    pub error_message: Option<String>,
+    pub created_by: String,
+    pub origin: Value,
+    pub notification_group: Option<String>,
+    pub timeout_seconds: i32,
+    pub retries: i32,
+}
+
+/// A request as the lists show it (current names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestSummary {
+    pub id: Uuid,
+    pub deployment: String,
+    pub version: String,
+    pub status: RequestStatus,
+    pub success: Option<bool>,
+    pub time_created: DateTime<Utc>,
+    pub time_started: Option<DateTime<Utc>>,
+    pub time_completed: Option<DateTime<Utc>>,
+    pub input_size: Option<i64>,
+    pub output_size: Option<i64>,
+}
+
+struct StoredRow {
+    id: Uuid,
+    project_id: Uuid,
+    deployment_id: Uuid,
+    version_id: Uuid,
+    deployment: String,
+    version: String,
+    batch: bool,
+    status: String,
+    success: Option<bool>,
+    time_created: DateTime<Utc>,
+    time_started: Option<DateTime<Utc>>,
+    time_completed: Option<DateTime<Utc>>,
+    request_data: Option<Value>,
+    result: Option<Value>,
+    input_size: Option<i64>,
+    output_size: Option<i64>,
+    error_message: Option<String>,
+    created_by: String,
+    origin: Value,
+    notification_group: Option<String>,
+    timeout_seconds: i32,
+    retries: i32,
+}
+
+impl TryFrom<StoredRow> for StoredRequest {
+    type Error = StorageError;
+
+    fn try_from(row: StoredRow) -> Result<Self> {
+        Ok(StoredRequest {
+            status: parse_status(&row.status, row.id)?,
+            id: row.id,
+            project_id: row.project_id,
+            deployment_id: row.deployment_id,
+            version_id: row.version_id,
+            deployment: row.deployment,
+            version: row.version,
+            batch: row.batch,
+            success: row.success,
+            time_created: row.time_created,
+            time_started: row.time_started,
+            time_completed: row.time_completed,
+            request_data: row.request_data,
+            result: row.result,
+            input_size: row.input_size,
+            output_size: row.output_size,
+            error_message: row.error_message,
+            created_by: row.created_by,
+            origin: row.origin,
+            notification_group: row.notification_group,
+            timeout_seconds: row.timeout_seconds,
+            retries: row.retries,
+        })
+    }
+}
+
+struct SummaryRow {
+    id: Uuid,
+    deployment: String,
+    version: String,
+    status: String,
+    success: Option<bool>,
+    time_created: DateTime<Utc>,
+    time_started: Option<DateTime<Utc>>,
+    time_completed: Option<DateTime<Utc>>,
+    input_size: Option<i64>,
+    output_size: Option<i64>,
+}
+
+impl TryFrom<SummaryRow> for RequestSummary {
+    type Error = StorageError;
+
+    fn try_from(row: SummaryRow) -> Result<Self> {
+        Ok(RequestSummary {
+            status: parse_status(&row.status, row.id)?,
+            id: row.id,
+            deployment: row.deployment,
+            version: row.version,
+            success: row.success,
+            time_created: row.time_created,
+            time_started: row.time_started,
+            time_completed: row.time_completed,
+            input_size: row.input_size,
+            output_size: row.output_size,
+        })
+    }
+}
+
+fn parse_status(status: &str, id: Uuid) -> Result<RequestStatus> {
+    RequestStatus::parse(status).ok_or_else(|| corrupt("request status", status, id))
+}
+
+pub(crate) fn request_not_found() -> StorageError {
+    StorageError::NotFound("Request not found".to_owned())
+}
+
+/// `query_as!` into `StoredRow` of a version's requests that pass `$where`
+/// (`$1` is the version's id), with the select list written once.
+macro_rules! query_stored {
+    ($where:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            StoredRow,
+            r#"SELECT r.id, r.project_id, r.deployment_id, r.version_id,
+                      d.name AS deployment, v.name AS version, r.batch, r.status, r.success,
+                      r.time_created, r.time_started, r.time_completed, r.request_data,
+                      r.result, r.input_size, r.output_size, r.error_message, r.created_by,
+                      r.origin, r.notification_group, r.timeout_seconds, r.retries
+               FROM deployment_requests r
+               JOIN deployments d ON d.id = r.deployment_id
+               JOIN versions v ON v.id = r.version_id
+               WHERE r.version_id = $1 AND "# + $where
+            $(, $arg)*
+        )
+    };
+}
+
+/// `query_as!` of a list's page: requests whose `$scope` column is `$1`, in
+/// `$order`. One statement per scope and order (four in all), so that each
+/// is planned for its index and read in its direction; the dates bound the
+/// index range even in a generic plan (`coalesce` rather than `IS NULL OR`).
+macro_rules! query_summaries {
+    ($scope:literal, $order:literal, $scope_id:expr, $filter:expr, $statuses:expr, $search:expr) => {
+        sqlx::query_as!(
+            SummaryRow,
+            r#"SELECT r.id, d.name AS deployment, v.name AS version, r.status, r.success,
+                      r.time_created, r.time_started, r.time_completed, r.input_size,
+                      r.output_size
+               FROM deployment_requests r
+               JOIN deployments d ON d.id = r.deployment_id
+               JOIN versions v ON v.id = r.version_id
+               WHERE "#
+                + $scope
+                + r#" = $1
+                 AND r.time_created BETWEEN coalesce($2, '-infinity'::timestamptz)
+                                        AND coalesce($3, 'infinity'::timestamptz)
+                 AND (cardinality($4::text[]) = 0 OR r.status = ANY($4))
+                 AND ($5::bool IS NULL OR r.success = $5)
+                 AND ($6::text IS NULL OR r.id::text LIKE $6)
+               ORDER BY "#
+                + $order
+                + " LIMIT $7 OFFSET $8",
+            $scope_id,
+            $filter.created_from,
+            $filter.created_until,
+            $statuses,
+            $filter.success,
+            $search,
+            $filter.limit,
+            $filter.offset,
+        )
+    };
+}
+
+impl Store {
+    /// Records a finished direct request in one INSERT, kept as its
+    /// retention says: mode `none` (or a time of 0 seconds) stores nothing,
+    /// `metadata` all but the data and the result, `full` everything. It may
+    /// be deleted once its retention time from `time_created` has passed.
+    ///
+    /// A version deleted while its request ran takes the request with it,
+    /// as deleting it afterwards would have: nothing is stored then.
+    pub async fn record_request(&self, new: &NewRequest) -> Result<()> {
+        let keep_data = match new.retention.mode {
+            RetentionMode::None => return Ok(()),
+            RetentionMode::Metadata => false,
+            RetentionMode::Full => true,
+        };
+        if new.retention.seconds <= 0 {
+            return Ok(());
+        }
+        let expires_at = new.time_created + Duration::seconds(i64::from(new.retention.seconds));
+        // Sent as JSON text and cast to `json` in the statement: sqlx sends
+        // a JSON value as `jsonb`, which cannot hold `\u0000`.
+        let data_text = new.request_data.as_ref().map(Value::to_string);
+        let result_text = new.result.as_ref().map(Value::to_string);
+        let size = |text: &Option<String>| text.as_ref().map(|text| text.len() as i64);
+        let (input_size, output_size) = (size(&data_text), size(&result_text));
+        let (data_text, result_text) = if keep_data {
+            (data_text, result_text)
+        } else {
+            (None, None)
+        };
+        let inserted = sqlx::query!(
+            "INSERT INTO deployment_requests
+                 (id, project_id, deployment_id, version_id, batch, status, success,
+                  time_created, time_started, time_completed, request_data, result,
+                  input_size, output_size, error_message, created_by, origin,
+                  notification_group, timeout_seconds, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::json,
+                     $12::text::json, $13, $14, $15, $16, $17, $18, $19, $20)",
+            new.id,
+            new.project_id,
+            new.deployment_id,
+            new.version_id,
+            new.batch,
+            new.status.as_str(),
+            new.success,
+            new.time_created,
+            new.time_started,
+            new.time_completed,
+            data_text,
+            result_text,
+            input_size,
+            output_size,
+            new.error_message.as_deref().map(error_message),
+            new.created_by,
+            new.origin,
+            new.notification_group,
+            new.timeout_seconds,
+            expires_at,
+        )
+        .execute(&mut *self.connection().await?)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// One request of a version.
+    pub async fn get_request(&self, version_id: Uuid, id: Uuid) -> Result<StoredRequest> {
+        query_stored!("r.id = $2", version_id, id)
+            .fetch_optional(&mut *self.connection().await?)
+            .await?
+            .ok_or_else(request_not_found)?
+            .try_into()
+    }
+
+    /// Several requests of a version, in no particular order; all or none:
+    /// an id that is not there is `NotFound` naming it.
+    pub async fn get_requests(&self, version_id: Uuid, ids: &[Uuid]) -> Result<Vec<StoredRequest>> {
+        let rows = query_stored!("r.id = ANY($2)", version_id, ids)
+            .fetch_all(&mut *self.connection().await?)
+            .await?;
+        if let Some(missing) = ids.iter().find(|id| !rows.iter().any(|row| row.id == **id)) {
+            return Err(StorageError::NotFound(format!(
+                "Request {missing} not found"
+            )));
+        }
+        rows.into_iter().map(StoredRequest::try_from).collect()
+    }
+
+    /// A page of a version's or a project's requests that pass the filter,
+    /// by creation time in the filter's order (ties by id).
+    pub async fn list_requests(
+        &self,
+        scope: RequestScope,
+        filter: &RequestFilter,
+    ) -> Result<Vec<RequestSummary>> {
+        if filter.matches_nothing {
+            return Ok(Vec::new());
+        }
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        let search = filter.search_id.as_deref().map(contains_pattern);
+        let mut connection = self.connection().await?;
+        let rows = match (scope, filter.sort) {
+            (RequestScope::Version(id), SortOrder::Descending) => {
+                query_summaries!(
+                    "r.version_id",
+                    "r.time_created DESC, r.id DESC",
+                    id,
+                    filter,
+                    &statuses as &[&str],
+                    search.as_deref()
+                )
+                .fetch_all(&mut *connection)
+                .await?
+            }
+            (RequestScope::Version(id), SortOrder::Ascending) => {
+                query_summaries!(
+                    "r.version_id",
+                    "r.time_created, r.id",
+                    id,
+                    filter,
+                    &statuses as &[&str],
+                    search.as_deref()
+                )
+                .fetch_all(&mut *connection)
+                .await?
+            }
+            (RequestScope::Project(id), SortOrder::Descending) => {
+                query_summaries!(
+                    "r.project_id",
+                    "r.time_created DESC, r.id DESC",
+                    id,
+                    filter,
+                    &statuses as &[&str],
+                    search.as_deref()
+                )
+                .fetch_all(&mut *connection)
+                .await?
+            }
+            (RequestScope::Project(id), SortOrder::Ascending) => {
+                query_summaries!(
+                    "r.project_id",
+                    "r.time_created, r.id",
+                    id,
+                    filter,
+                    &statuses as &[&str],
+                    search.as_deref()
+                )
+                .fetch_all(&mut *connection)
+                .await?
+            }
+        };
+        rows.into_iter().map(RequestSummary::try_from).collect()
+    }
+
+    /// Deletes one request of a version.
+    pub async fn delete_request(&self, version_id: Uuid, id: Uuid) -> Result<()> {
+        let deleted = sqlx::query!(
+            "DELETE FROM deployment_requests WHERE version_id = $1 AND id = $2",
+            version_id,
+            id,
+        )
+        .execute(&mut *self.connection().await?)
+        .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(request_not_found());
+        }
+        Ok(())
+    }
+
+    /// Deletes several requests of a version, all or none: an id that is
+    /// not there is `NotFound` naming it, and nothing is deleted.
+    pub async fn delete_requests(&self, version_id: Uuid, ids: &[Uuid]) -> Result<()> {
+        let mut connection = self.connection().await?;
+        let mut tx = connection.begin().await?;
+        let deleted = sqlx::query_scalar!(
+            "DELETE FROM deployment_requests WHERE version_id = $1 AND id = ANY($2) RETURNING id",
+            version_id,
+            ids,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if let Some(missing) = ids.iter().find(|id| !deleted.contains(id)) {
+            // Dropping the transaction rolls the deletions back.
+            return Err(StorageError::NotFound(format!(
+                "Request {missing} not found"
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes at most `limit` finished requests whose retention time has
+    /// passed at `now`, oldest expiry first; returns how many. Requests
+    /// still pending or being processed never expire. Rows another
+    /// transaction holds are skipped (the next sweep takes them), so sweeps
+    /// of several processes do not wait on each other.
+    pub async fn delete_expired_requests(&self, now: DateTime<Utc>, limit: i64) -> Result<u64> {
+        let deleted = sqlx::query!(
+            "DELETE FROM deployment_requests WHERE id IN (
+                 SELECT id FROM deployment_requests
+                 WHERE expires_at <= $1 AND status IN ('completed', 'failed', 'cancelled')
+                 ORDER BY expires_at
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED)",
+            now,
+            limit,
+        )
+        .execute(&mut *self.connection().await?)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+}
