@@ -62,6 +62,34 @@ pub struct Wanted<'a> {
     pub extra: &'a [u8],
 }
 
+impl<'a> Wanted<'a> {
+    /// What a package needs: its `requirements_file` (next to its code)
+    /// installed for `interpreter` when it lists any requirement.
+    /// `package_key` names the package's content (its object key), which
+    /// decides what is installed when the requirements point pip at the
+    /// package's own files. Builds and servers that run the package use
+    /// this one rule, so both arrive at the same environment.
+    pub fn for_package(
+        interpreter: &'a Interpreter,
+        requirements_file: &'a Path,
+        has_requirements: bool,
+        package_key: &'a [u8],
+    ) -> Wanted<'a> {
+        let requirements_text = fs::read_to_string(requirements_file).unwrap_or_default();
+        Wanted {
+            interpreter,
+            // Without requirements pip has nothing to do: the environment
+            // is the interpreter's alone.
+            requirements: has_requirements.then_some(requirements_file),
+            extra: if uses_package_files(&requirements_text) {
+                package_key
+            } else {
+                &[]
+            },
+        }
+    }
+}
+
 /// An environment ready to use; held (shared) until dropped, so eviction
 /// leaves it alone meanwhile.
 #[derive(Debug)]

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use ubiops_domain::logs::Level;
 use ubiops_files::FileError;
 use ubiops_inspect::{BuildFailure, Language, Validation};
-use ubiops_python::environments::{self, Environments, Ready, Wanted};
+use ubiops_python::environments::{Environments, Ready, Wanted};
 use ubiops_python::import_check::check_import;
 use ubiops_python::StepError;
 use ubiops_sandbox::Sandbox;
@@ -190,19 +190,12 @@ impl Worker {
         let requirements_file = extracted
             .join(&validation.deployment_file)
             .with_file_name("requirements.txt");
-        let requirements_text = std::fs::read_to_string(&requirements_file).unwrap_or_default();
-        // Without requirements, pip has nothing to do: the environment is
-        // the interpreter's alone.
-        let requirements = (!validation.requirements.is_empty()).then_some(&requirements_file);
-        let wanted = Wanted {
-            interpreter: &chosen.interpreter,
-            requirements: requirements.map(|path| path.as_path()),
-            extra: if environments::uses_package_files(&requirements_text) {
-                build.object_key.as_bytes()
-            } else {
-                &[]
-            },
-        };
+        let wanted = Wanted::for_package(
+            &chosen.interpreter,
+            &requirements_file,
+            !validation.requirements.is_empty(),
+            build.object_key.as_bytes(),
+        );
         let mut lines = Vec::new();
         lines.extend(chosen.substitution_line());
         lines.push(format!(
