@@ -22,6 +22,7 @@ mod projects;
 mod python_builds;
 mod queue;
 mod races;
+mod requests;
 mod routing;
 mod security;
 mod token_required;

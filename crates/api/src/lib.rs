@@ -74,6 +74,8 @@ pub struct Services {
     pub upload_lease: Duration,
     /// Tokens verified recently (shared by every clone of the state).
     pub tokens: Arc<TokenCache>,
+    /// Runs requests on the deployments' instances.
+    pub serving: Arc<ubiops_runtime::Serving>,
     /// Deployments and variable lists as rendered, by the versions of their
     /// rows (shared by every clone).
     pub rendered: Arc<Renderings>,

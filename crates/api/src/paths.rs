@@ -217,7 +217,11 @@ pub(crate) struct RevisionId(pub Uuid);
 /// `{build_id}`, taken after the version it belongs to.
 pub(crate) struct BuildId(pub Uuid);
 
+/// `{request_id}`, taken after the version it belongs to.
+pub(crate) struct RequestId(pub Uuid);
+
 id_extractor!(RevisionId, "revision_id", "Revision not found");
+id_extractor!(RequestId, "request_id", "Request not found");
 id_extractor!(BuildId, "build_id", "Build not found");
 
 /// A malformed id cannot name anything: 404 like an unknown one.

@@ -8,13 +8,26 @@
 //! stdout; whatever the code prints reaches a [`LogSink`] as lines tagged
 //! with the request in flight.
 //!
-//! Pools of instances, queueing and scaling are built on this elsewhere.
+//! On it: the pool of each version's instances, with its scaling and
+//! queueing ([`Pools`]), behind the seam that starts instances
+//! ([`Runtime`]; local processes are [`LocalProcesses`]); revisions made
+//! ready to run on this machine ([`Packages`]); and direct requests from
+//! the stored version to its code and back ([`Serving`]).
 
 mod instance;
+mod log_writer;
 mod package;
+mod pool;
 mod protocol;
 mod pump;
+mod revisions;
+mod runtime;
+mod serving;
 
 pub use instance::{
     Call, CallOutcome, Instance, InstanceSpec, Level, LogLine, LogSink, StartError,
 };
+pub use pool::{Fingerprint, Pools, Refused, Scaling};
+pub use revisions::{Packages, Prepared, RevisionToRun};
+pub use runtime::{Blueprint, LocalProcesses, Running, Runtime};
+pub use serving::{Answer, DirectRequest, InstanceSettings, NotServed, Serving};

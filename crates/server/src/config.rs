@@ -180,6 +180,17 @@ pub struct BuildSettings {
     )]
     pub import_timeout: Duration,
 
+    /// How long an instance may take to start: importing deployment.py and
+    /// constructing `Deployment` (which loads the model).
+    #[arg(
+        long = "instance-start-timeout-seconds",
+        env = "UBIOPS_INSTANCE_START_TIMEOUT_SECONDS",
+        value_name = "SECONDS",
+        default_value = "600",
+        value_parser = setting(|raw| whole(raw, 1..=3600, "seconds").map(Duration::from_secs)),
+    )]
+    pub instance_start_timeout: Duration,
+
     /// Disk the cached environments may use before the least recently used
     /// ones (of no active revision) are removed.
     #[arg(
@@ -605,6 +616,10 @@ mod tests {
         assert!(!config.builds.strict);
         assert_eq!(config.builds.pip_timeout, Duration::from_secs(900));
         assert_eq!(config.builds.import_timeout, Duration::from_secs(120));
+        assert_eq!(
+            config.builds.instance_start_timeout,
+            Duration::from_secs(600)
+        );
         assert_eq!(config.builds.cache_bytes, 20480 << 20);
         assert_eq!(config.builds.sandbox_uids, 1_900_000_000..=1_900_999_999);
         assert!(config.check().is_ok());

@@ -5,6 +5,7 @@
 pub mod build_tools;
 pub mod config;
 mod database;
+pub mod instances;
 mod keyring;
 pub mod serve;
 pub mod startup;

@@ -1,16 +1,21 @@
-//! `ubiops-server serve` (the HTTP API, with build workers inside) and
+//! `ubiops-server serve` (the HTTP API, with build workers and the
+//! deployments' instances inside) and
 //! `ubiops-server worker` (build workers only, to scale builds apart from the
 //! API), both until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::watch;
 use ubiops_domain::token::{generate_token, hash_token};
 use ubiops_files::FileStore;
-use ubiops_worker::WorkerConfig;
+use ubiops_worker::{BuildTools, WorkerConfig};
 
 use crate::build_tools::build_tools;
 use crate::config::{Config, DEFAULT_BOOTSTRAP_EMAIL};
 use crate::database::Database;
+use crate::instances;
 use crate::keyring::load_keyring;
 use crate::startup::Application;
 
@@ -34,13 +39,30 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     ensure_tokens(&database, &config).await?;
 
-    let application =
-        Application::build(&config.api, database.store.clone(), files.clone(), keyring).await?;
+    let keyring = Arc::new(keyring);
+    let (work_dir, tools) = build_tools(&config).await?;
+    let serving = Arc::new(instances::serving(
+        &config.data.dir,
+        config.builds.instance_start_timeout,
+        database.store.clone(),
+        files.clone(),
+        keyring.clone(),
+        &tools,
+    )?);
+    let application = Application::build(
+        &config.api,
+        database.store.clone(),
+        files.clone(),
+        keyring,
+        serving.clone(),
+    )
+    .await?;
     tracing::info!(address = %application.address(), "listening");
 
     let stopping = stop_on_signal();
+    let maintenance = tokio::spawn(serving.maintain(stopping.clone()));
     let workers = if config.build_workers > 0 {
-        let worker = worker_config(&config, config.build_workers).await?;
+        let worker = worker_config(&config, config.build_workers, work_dir, tools);
         tracing::info!(slots = config.build_workers, "build workers running");
         Some(tokio::spawn(ubiops_worker::run(
             database.store.clone(),
@@ -58,6 +80,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         })
         .await;
     tracing::info!("HTTP server stopped; in-flight requests have finished");
+    let _ = maintenance.await;
+    tracing::info!("instances stopped");
     if let Some(workers) = workers {
         let _ = workers.await;
         tracing::info!("build workers stopped");
@@ -73,7 +97,8 @@ pub async fn work(config: Config) -> anyhow::Result<()> {
     // Beside a server on the embedded database, share its running cluster.
     let database = Database::open_for_command(&config.data, config.database_wait).await?;
     let slots = config.build_workers.max(1);
-    let worker = worker_config(&config, slots).await?;
+    let (work_dir, tools) = build_tools(&config).await?;
+    let worker = worker_config(&config, slots, work_dir, tools);
     tracing::info!(slots, "build worker running");
     let stopping = stop_on_signal();
     ubiops_worker::run(database.store.clone(), files, worker, stopping).await;
@@ -85,12 +110,16 @@ fn open_files(config: &Config) -> anyhow::Result<FileStore> {
     FileStore::open(&config.storage_url()).context("UBIOPS_STORAGE_URL")
 }
 
-async fn worker_config(config: &Config, slots: usize) -> anyhow::Result<WorkerConfig> {
-    let (work_dir, tools) = build_tools(config).await?;
+fn worker_config(
+    config: &Config,
+    slots: usize,
+    work_dir: PathBuf,
+    tools: BuildTools,
+) -> WorkerConfig {
     let mut worker = WorkerConfig::new(slots, work_dir, tools);
     worker.lease = config.build_lease;
     worker.log_retention = config.log_retention;
-    Ok(worker)
+    worker
 }
 
 /// The bootstrap token from the environment, and on a first start without any

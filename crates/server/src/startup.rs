@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use ubiops_api::{router, AppState, Renderings, Services, TokenCache, DEFAULT_RENDERED_BYTES};
 use ubiops_domain::secrets::Keyring;
 use ubiops_files::FileStore;
+use ubiops_runtime::Serving;
 use ubiops_storage::Store;
 
 use crate::config::ApiConfig;
@@ -30,7 +31,8 @@ impl Application {
         config: &ApiConfig,
         store: Store,
         files: FileStore,
-        keyring: Keyring,
+        keyring: Arc<Keyring>,
+        serving: Arc<Serving>,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.listen)
             .await
@@ -40,7 +42,8 @@ impl Application {
             store,
             organization_name: Arc::from(config.organization_name.as_str()),
             instance_types: Arc::new(config.instance_types.clone()),
-            keyring: Arc::new(keyring),
+            keyring,
+            serving,
             files,
             max_upload_bytes: config.max_upload_bytes,
             upload_lease: config.upload_lease,

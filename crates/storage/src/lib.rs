@@ -14,6 +14,7 @@ mod projects;
 mod requests;
 mod revisions;
 mod sealing;
+mod serving;
 mod tokens;
 mod variables;
 mod versions;
@@ -38,6 +39,7 @@ pub use revisions::{
     Build, NewRevision, Revision, StoredFile, TemplateDeployment, Trigger, VersionRef,
     BUILDS_CHANNEL,
 };
+pub use serving::{no_default_version, ActiveRevision, CodeVariable, ServingTarget, VariableValue};
 pub use tokens::{BootstrapOutcome, TokenListing, TokenRecord};
 pub use variables::{ScopeStamp, Variable, VariableScope};
 pub use versions::{DeploymentRef, ResolvedVersion, Version};

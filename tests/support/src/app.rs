@@ -1,5 +1,6 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -7,16 +8,19 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
+use tokio::sync::watch;
 use ubiops_api::{DEFAULT_TOKEN_CACHE_TTL, DEFAULT_UPLOAD_LEASE};
 use ubiops_domain::instance_types::InstanceTypeCatalog;
 use ubiops_domain::secrets::Keyring;
 use ubiops_domain::token::{generate_token, hash_token};
 use ubiops_files::FileStore;
+use ubiops_runtime::Serving;
 use ubiops_server::config::ApiConfig;
 use ubiops_server::startup::Application;
 use ubiops_storage::Store;
 
 use crate::postgres::{fresh_database, TestDatabase};
+use crate::worker::{sandbox_root, shared_build_tools};
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ORGANIZATION: &str = "test-organization";
@@ -53,7 +57,13 @@ pub struct TestApp {
     client: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
     pub database: TestDatabase,
+    /// The app's instances; they stop when the app is dropped.
+    pub serving: Arc<Serving>,
+    _stop_serving: watch::Sender<bool>,
 }
+
+/// How long an instance of a test may take to start.
+const INSTANCE_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Status and parsed JSON body (`Value::Null` for an empty body).
 #[derive(Debug)]
@@ -121,10 +131,30 @@ impl TestApp {
             upload_lease: DEFAULT_UPLOAD_LEASE,
             token_cache_ttl: options.token_cache_ttl,
         };
-        let keyring = Keyring::from_hex(&Keyring::generate_key_hex(), &[]).expect("key");
-        let application = Application::build(&config, store.clone(), files.clone(), keyring)
-            .await
-            .expect("build the app");
+        let keyring = Arc::new(Keyring::from_hex(&Keyring::generate_key_hex(), &[]).expect("key"));
+        sandbox_root(files_dir.path());
+        let serving = Arc::new(
+            ubiops_server::instances::serving(
+                files_dir.path(),
+                INSTANCE_START_TIMEOUT,
+                store.clone(),
+                files.clone(),
+                keyring.clone(),
+                shared_build_tools(),
+            )
+            .expect("serving"),
+        );
+        let (stop_serving, serving_stopped) = watch::channel(false);
+        tokio::spawn(serving.clone().maintain(serving_stopped));
+        let application = Application::build(
+            &config,
+            store.clone(),
+            files.clone(),
+            keyring,
+            serving.clone(),
+        )
+        .await
+        .expect("build the app");
         let address = application.address();
         let server = tokio::spawn(async move {
             application
@@ -141,6 +171,8 @@ impl TestApp {
             client: reqwest::Client::new(),
             server,
             database,
+            serving,
+            _stop_serving: stop_serving,
         }
     }
 

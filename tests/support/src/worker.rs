@@ -93,12 +93,7 @@ impl TestApp {
     /// files, in a directory sandbox users can search but not list (as the
     /// server's data directory), so the files stay out of their reach.
     pub fn sandbox_dir(&self) -> PathBuf {
-        let root = self.files_dir.path();
-        set_mode(root, 0o711);
-        let dir = root.join("sandbox");
-        std::fs::create_dir_all(&dir).expect("the sandbox directory");
-        ubiops_sandbox::make_reachable(&dir).expect("reachable sandbox directory");
-        dir
+        sandbox_root(self.files_dir.path())
     }
 
     /// Build workers over this app's database and files.
@@ -212,6 +207,15 @@ async fn set_up_build_tools() -> BuildTools {
         import_time_limit: Duration::from_secs(60),
         r_installed: false,
     }
+}
+
+/// `<root>/sandbox`, set up as the server sets up its data directory.
+pub(crate) fn sandbox_root(root: &Path) -> PathBuf {
+    set_mode(root, 0o711);
+    let dir = root.join("sandbox");
+    std::fs::create_dir_all(&dir).expect("the sandbox directory");
+    ubiops_sandbox::make_reachable(&dir).expect("reachable sandbox directory");
+    dir
 }
 
 fn set_mode(path: &Path, mode: u32) {

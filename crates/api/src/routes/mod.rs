@@ -10,6 +10,7 @@ mod instance_types;
 mod logs;
 mod organizations;
 mod projects;
+mod requests;
 mod revisions;
 mod template_deployments;
 pub(crate) mod uploads;
@@ -45,6 +46,7 @@ pub fn api_routes(state: AppState) -> OpenApiRouter {
         .merge(instance_type_groups::routes())
         .merge(instance_types::routes())
         .merge(logs::routes())
+        .merge(requests::routes())
         .route_layer(middleware::from_fn(require_project_access));
     let authenticated = OpenApiRouter::new()
         .merge(projects::routes())

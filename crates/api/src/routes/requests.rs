@@ -1,0 +1,511 @@
+//! Direct requests and the stored requests of deployments and versions:
+//! deployment_requests_create/_get/_list/_delete, the same for a version
+//! (deployment_version_requests_*), and project_requests_list.
+
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use ubiops_domain::requests::{RequestFilter, RequestListQuery};
+use ubiops_runtime::{DirectRequest, NotServed, Serving};
+use ubiops_storage::{RequestScope, RequestSummary, ServingTarget, StoredRequest};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::QueryParams;
+use crate::paths::{DeploymentName, ProjectPath, RequestId, VersionName};
+use crate::AppState;
+
+const TAG: &str = "Deployment Requests";
+
+/// A direct request's timeout when none is given, and the most it may be.
+const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
+const MAX_TIMEOUT_SECONDS: u64 = 3600;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_for_deployment, list_for_deployment))
+        .routes(routes!(create_for_version, list_for_version))
+        .routes(routes!(get_for_deployment, delete_for_deployment))
+        .routes(routes!(get_for_version, delete_for_version))
+        .routes(routes!(list_for_project))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CreateQuery {
+    /// Seconds the request may take: 1 to 3600, 300 when not given.
+    timeout: Option<String>,
+    /// Accepted for the newer clients; direct requests have no priority here.
+    priority: Option<String>,
+}
+
+impl CreateQuery {
+    fn timeout(&self) -> ApiResult<Duration> {
+        let Some(raw) = &self.timeout else {
+            return Ok(Duration::from_secs(DEFAULT_TIMEOUT_SECONDS));
+        };
+        match raw.trim().parse::<u64>() {
+            Ok(seconds @ 1..=MAX_TIMEOUT_SECONDS) => Ok(Duration::from_secs(seconds)),
+            _ => Err(ApiError::bad_request(format!(
+                "timeout must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECONDS}, not '{}'",
+                raw.chars().take(40).collect::<String>()
+            ))),
+        }
+    }
+
+    fn check_priority(&self) -> ApiResult<()> {
+        match &self.priority {
+            Some(raw) if raw.trim().parse::<u8>().map_or(true, |p| p > 1) => {
+                Err(ApiError::bad_request(format!(
+                    "priority must be 0 (high) or 1 (standard), not '{}'",
+                    raw.chars().take(40).collect::<String>()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What a direct request answers.
+#[derive(Serialize, ToSchema)]
+struct CreateResponse {
+    id: Uuid,
+    deployment: String,
+    version: String,
+    /// `completed` or `failed`: a direct request has finished when it answers.
+    status: &'static str,
+    success: bool,
+    result: Option<Value>,
+    error_message: Option<String>,
+    timeout: u64,
+}
+
+/// Makes a request to the deployment's default version and waits for its
+/// result. A failure of the code is an answer (`success: false`), not an
+/// HTTP error.
+#[utoipa::path(post, path = "/projects/{project_name}/deployments/{deployment_name}/requests",
+    operation_id = "deployment_requests_create", tag = TAG, params(CreateQuery),
+    request_body = Value, responses((status = 200, body = CreateResponse)))]
+async fn create_for_deployment(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: DeploymentName,
+    QueryParams(query): QueryParams<CreateQuery>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<Json<CreateResponse>> {
+    create(
+        state,
+        principal,
+        &path.project_name,
+        &path.deployment_name,
+        None,
+        query,
+        body,
+    )
+    .await
+}
+
+/// Makes a request to one version and waits for its result.
+#[utoipa::path(post,
+    path = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}/requests",
+    operation_id = "deployment_version_requests_create", tag = TAG, params(CreateQuery),
+    request_body = Value, responses((status = 200, body = CreateResponse)))]
+async fn create_for_version(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: VersionName,
+    QueryParams(query): QueryParams<CreateQuery>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<Json<CreateResponse>> {
+    create(
+        state,
+        principal,
+        &path.project_name,
+        &path.deployment_name,
+        Some(&path.version),
+        query,
+        body,
+    )
+    .await
+}
+
+/// The query and the body are checked before the names are looked up, so a
+/// malformed request is a 400 whatever the path names; the input is checked
+/// against the deployment's fields before any code runs.
+async fn create(
+    state: AppState,
+    principal: Principal,
+    project_name: &str,
+    deployment_name: &str,
+    version_name: Option<&str>,
+    query: CreateQuery,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<Json<CreateResponse>> {
+    let timeout = query.timeout()?;
+    query.check_priority()?;
+    let Json(data) = body?;
+    let target = state
+        .store
+        .serving_target(project_name, deployment_name, version_name)
+        .await?;
+    let shape = Serving::check_input(&target, &data).map_err(not_served)?;
+    let (deployment, version) = (target.deployment_name.clone(), target.version_name.clone());
+    let answer = state
+        .serving
+        .direct(DirectRequest {
+            target,
+            data,
+            shape,
+            timeout,
+            created_by: principal.actor.email,
+        })
+        .await
+        .map_err(not_served)?;
+    Ok(Json(CreateResponse {
+        id: answer.id,
+        deployment,
+        version,
+        status: if answer.success {
+            "completed"
+        } else {
+            "failed"
+        },
+        success: answer.success,
+        result: answer.result,
+        error_message: answer.error_message,
+        timeout: timeout.as_secs(),
+    }))
+}
+
+fn not_served(error: NotServed) -> ApiError {
+    match error {
+        NotServed::Rejected(message) => ApiError::bad_request(message),
+        NotServed::Busy(message) => ApiError::Client(StatusCode::TOO_MANY_REQUESTS, message),
+        NotServed::Storage(error) => error.into(),
+    }
+}
+
+/// The query of the request lists, as the clients send it; checked by
+/// [`RequestFilter::parse`] with messages naming the parameter.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// One of pending, processing, completed, failed, cancelled,
+    /// cancelled_pending (several joined with commas).
+    status: Option<String>,
+    success: Option<String>,
+    /// At most this many (50 when not given).
+    limit: Option<String>,
+    offset: Option<String>,
+    /// `asc` or `desc` (the default) by creation time.
+    sort: Option<String>,
+    pipeline: Option<String>,
+    request_schedule: Option<String>,
+    start_date: Option<String>,
+    end_date: Option<String>,
+    search_id: Option<String>,
+    /// project_requests_list only: `deployment` or `pipeline`.
+    object_type: Option<String>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> ApiResult<RequestFilter> {
+        Ok(RequestFilter::parse(&RequestListQuery {
+            status: self.status.as_deref(),
+            success: self.success.as_deref(),
+            limit: self.limit.as_deref(),
+            offset: self.offset.as_deref(),
+            sort: self.sort.as_deref(),
+            pipeline: self.pipeline.as_deref(),
+            request_schedule: self.request_schedule.as_deref(),
+            start_date: self.start_date.as_deref(),
+            end_date: self.end_date.as_deref(),
+            search_id: self.search_id.as_deref(),
+            object_type: self.object_type.as_deref(),
+        })?)
+    }
+}
+
+/// A request as the lists show it.
+#[derive(Serialize, ToSchema)]
+struct RequestListItem {
+    id: Uuid,
+    deployment: String,
+    version: String,
+    status: &'static str,
+    success: Option<bool>,
+    time_created: DateTime<Utc>,
+    time_started: Option<DateTime<Utc>>,
+    time_completed: Option<DateTime<Utc>>,
+    input_size: Option<i64>,
+    output_size: Option<i64>,
+}
+
+impl From<RequestSummary> for RequestListItem {
+    fn from(request: RequestSummary) -> Self {
+        RequestListItem {
+            id: request.id,
+            deployment: request.deployment,
+            version: request.version,
+            status: request.status.as_str(),
+            success: request.success,
+            time_created: request.time_created,
+            time_started: request.time_started,
+            time_completed: request.time_completed,
+            input_size: request.input_size,
+            output_size: request.output_size,
+        }
+    }
+}
+
+/// A request of a project's list: a deployment request (pipelines have
+/// none here).
+#[derive(Serialize, ToSchema)]
+struct ProjectRequestItem {
+    #[serde(flatten)]
+    request: RequestListItem,
+    pipeline: Option<String>,
+}
+
+/// One stored request.
+#[derive(Serialize, ToSchema)]
+struct RequestDetail {
+    id: Uuid,
+    deployment: String,
+    version: String,
+    status: &'static str,
+    success: Option<bool>,
+    time_created: DateTime<Utc>,
+    time_started: Option<DateTime<Utc>>,
+    time_completed: Option<DateTime<Utc>>,
+    /// `null` with `metadata_only`, or when the version keeps metadata only.
+    request_data: Option<Value>,
+    result: Option<Value>,
+    error_message: Option<String>,
+    created_by: String,
+    notification_group: Option<String>,
+    origin: Value,
+    retries: i32,
+    timeout: i32,
+    input_size: Option<i64>,
+    output_size: Option<i64>,
+}
+
+impl RequestDetail {
+    fn new(request: StoredRequest, metadata_only: bool) -> Self {
+        let (request_data, result) = if metadata_only {
+            (None, None)
+        } else {
+            (request.request_data, request.result)
+        };
+        RequestDetail {
+            id: request.id,
+            deployment: request.deployment,
+            version: request.version,
+            status: request.status.as_str(),
+            success: request.success,
+            time_created: request.time_created,
+            time_started: request.time_started,
+            time_completed: request.time_completed,
+            request_data,
+            result,
+            error_message: request.error_message,
+            created_by: request.created_by,
+            notification_group: request.notification_group,
+            origin: request.origin,
+            retries: request.retries,
+            timeout: request.timeout_seconds,
+            input_size: request.input_size,
+            output_size: request.output_size,
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct GetQuery {
+    /// `true`: without the request data and result.
+    metadata_only: Option<String>,
+}
+
+impl GetQuery {
+    fn metadata_only(&self) -> ApiResult<bool> {
+        match self
+            .metadata_only
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("" | "false" | "0") => Ok(false),
+            Some("true" | "1") => Ok(true),
+            Some(_) => Err(ApiError::bad_request("metadata_only must be true or false")),
+        }
+    }
+}
+
+/// The default version of the deployment, whose requests the deployment's
+/// request endpoints show.
+async fn default_version(state: &AppState, path: &DeploymentName) -> ApiResult<ServingTarget> {
+    Ok(state
+        .store
+        .serving_target(&path.project_name, &path.deployment_name, None)
+        .await?)
+}
+
+async fn version_of(state: &AppState, path: &VersionName) -> ApiResult<ServingTarget> {
+    Ok(state
+        .store
+        .serving_target(
+            &path.project_name,
+            &path.deployment_name,
+            Some(&path.version),
+        )
+        .await?)
+}
+
+async fn list(
+    state: &AppState,
+    scope: RequestScope,
+    query: &ListQuery,
+) -> ApiResult<Vec<RequestListItem>> {
+    let filter = query.filter()?;
+    let requests = state.store.list_requests(scope, &filter).await?;
+    Ok(requests.into_iter().map(Into::into).collect())
+}
+
+/// Requests of the deployment's default version, newest first.
+#[utoipa::path(get, path = "/projects/{project_name}/deployments/{deployment_name}/requests",
+    operation_id = "deployment_requests_list", tag = TAG, params(ListQuery),
+    responses((status = 200, body = Vec<RequestListItem>)))]
+async fn list_for_deployment(
+    State(state): State<AppState>,
+    path: DeploymentName,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<RequestListItem>>> {
+    query.filter()?;
+    let version = default_version(&state, &path).await?;
+    Ok(Json(
+        list(&state, RequestScope::Version(version.version_id), &query).await?,
+    ))
+}
+
+/// Requests of one version, newest first.
+#[utoipa::path(get,
+    path = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}/requests",
+    operation_id = "deployment_version_requests_list", tag = TAG, params(ListQuery),
+    responses((status = 200, body = Vec<RequestListItem>)))]
+async fn list_for_version(
+    State(state): State<AppState>,
+    path: VersionName,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<RequestListItem>>> {
+    query.filter()?;
+    let version = version_of(&state, &path).await?;
+    Ok(Json(
+        list(&state, RequestScope::Version(version.version_id), &query).await?,
+    ))
+}
+
+/// The deployment requests of a project, newest first.
+#[utoipa::path(get, path = "/projects/{project_name}/requests",
+    operation_id = "project_requests_list", tag = "Projects", params(ListQuery),
+    responses((status = 200, body = Vec<ProjectRequestItem>)))]
+async fn list_for_project(
+    State(state): State<AppState>,
+    ProjectPath(project): ProjectPath,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<ProjectRequestItem>>> {
+    if query.object_type.as_deref().unwrap_or_default().is_empty() {
+        return Err(ApiError::bad_request(
+            "object_type is required: deployment or pipeline",
+        ));
+    }
+    let requests = list(&state, RequestScope::Project(project.id), &query).await?;
+    Ok(Json(
+        requests
+            .into_iter()
+            .map(|request| ProjectRequestItem {
+                request,
+                pipeline: None,
+            })
+            .collect(),
+    ))
+}
+
+/// A request of the deployment's default version.
+#[utoipa::path(get,
+    path = "/projects/{project_name}/deployments/{deployment_name}/requests/{request_id}",
+    operation_id = "deployment_requests_get", tag = TAG, params(GetQuery),
+    responses((status = 200, body = RequestDetail)))]
+async fn get_for_deployment(
+    State(state): State<AppState>,
+    path: DeploymentName,
+    QueryParams(query): QueryParams<GetQuery>,
+    id: Result<RequestId, ApiError>,
+) -> ApiResult<Json<RequestDetail>> {
+    let metadata_only = query.metadata_only()?;
+    let version = default_version(&state, &path).await?;
+    let RequestId(id) = id?;
+    let request = state.store.get_request(version.version_id, id).await?;
+    Ok(Json(RequestDetail::new(request, metadata_only)))
+}
+
+/// A request of one version.
+#[utoipa::path(get,
+    path = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}/requests/{request_id}",
+    operation_id = "deployment_version_requests_get", tag = TAG, params(GetQuery),
+    responses((status = 200, body = RequestDetail)))]
+async fn get_for_version(
+    State(state): State<AppState>,
+    path: VersionName,
+    QueryParams(query): QueryParams<GetQuery>,
+    id: Result<RequestId, ApiError>,
+) -> ApiResult<Json<RequestDetail>> {
+    let metadata_only = query.metadata_only()?;
+    let version = version_of(&state, &path).await?;
+    let RequestId(id) = id?;
+    let request = state.store.get_request(version.version_id, id).await?;
+    Ok(Json(RequestDetail::new(request, metadata_only)))
+}
+
+/// Deletes a request of the deployment's default version.
+#[utoipa::path(delete,
+    path = "/projects/{project_name}/deployments/{deployment_name}/requests/{request_id}",
+    operation_id = "deployment_requests_delete", tag = TAG,
+    responses((status = 204, description = "Deleted")))]
+async fn delete_for_deployment(
+    State(state): State<AppState>,
+    path: DeploymentName,
+    id: Result<RequestId, ApiError>,
+) -> ApiResult<StatusCode> {
+    let version = default_version(&state, &path).await?;
+    let RequestId(id) = id?;
+    state.store.delete_request(version.version_id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a request of one version.
+#[utoipa::path(delete,
+    path = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}/requests/{request_id}",
+    operation_id = "deployment_version_requests_delete", tag = TAG,
+    responses((status = 204, description = "Deleted")))]
+async fn delete_for_version(
+    State(state): State<AppState>,
+    path: VersionName,
+    id: Result<RequestId, ApiError>,
+) -> ApiResult<StatusCode> {
+    let version = version_of(&state, &path).await?;
+    let RequestId(id) = id?;
+    state.store.delete_request(version.version_id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

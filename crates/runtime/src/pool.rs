@@ -1,0 +1,449 @@
+//! The instances of each version on this server.
+//!
+//! A version's instances form a [`Generation`]: made from one
+//! [`Fingerprint`] (the active revision, the variables, the memory size,
+//! the names the code is told). A request with another fingerprint starts a
+//! new generation and retires the old one, whose idle instances stop at
+//! once and whose busy ones stop when their request is done: a new revision
+//! replaces the instances without failing a request in flight.
+//!
+//! Within a generation an idle instance takes a request; without one, a new
+//! instance starts while fewer than `maximum_instances` are alive; beyond
+//! that the request waits, up to `maximum_queue_size_express` waiting. The
+//! [`Pools::tend`] sweep stops instances idle for longer than
+//! `maximum_idle_time` (down to `minimum_instances`) and starts instances up
+//! to the minimum.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use std::panic::AssertUnwindSafe;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::{oneshot, OnceCell};
+use uuid::Uuid;
+
+use crate::runtime::{Blueprint, Running, Runtime};
+use crate::{Call, CallOutcome};
+
+/// How a version scales, from its settings. Read with every request, so a
+/// change applies to the running generation at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scaling {
+    pub minimum: usize,
+    pub maximum: usize,
+    pub idle_time: Duration,
+    /// Requests that may wait for a free instance.
+    pub queue_limit: usize,
+}
+
+/// What the instances of a version are made of, as a hash: equal
+/// fingerprints mean interchangeable instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub u64);
+
+/// Why a request got no answer from the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// As many requests as the version allows wait already.
+    QueueFull { limit: usize },
+    /// The version's instances cannot start (the package's fault): the
+    /// reason, as the code gave it.
+    Unstartable(String),
+    /// What instances are made of could not be prepared; the message says
+    /// why (a package fault) and whether it is worth retrying.
+    Unprepared(String),
+    /// The request's time ran out before an instance was free.
+    NoInstanceInTime,
+}
+
+/// A start that failed is remembered this long: requests meanwhile get its
+/// reason at once instead of each starting the failing code again.
+const START_FAILURE_MEMORY: Duration = Duration::from_secs(5);
+
+/// Every version's instances on this server.
+pub struct Pools {
+    runtime: Arc<dyn Runtime>,
+    versions: Mutex<HashMap<Uuid, Arc<Generation>>>,
+    /// Retired generations until their last busy instance has stopped.
+    draining: Mutex<Vec<Arc<Generation>>>,
+}
+
+impl Pools {
+    pub fn new(runtime: Arc<dyn Runtime>) -> Pools {
+        Pools {
+            runtime,
+            versions: Mutex::new(HashMap::new()),
+            draining: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `call` on an instance of `version` within `timeout` (waiting for
+    /// an instance included). `prepare` makes the blueprint of new
+    /// instances; it runs only when this fingerprint has none yet.
+    pub async fn call(
+        &self,
+        version: Uuid,
+        fingerprint: Fingerprint,
+        scaling: Scaling,
+        prepare: impl FnOnce() -> BoxFuture<'static, Result<Blueprint, String>>,
+        call: Call,
+        timeout: Duration,
+    ) -> Result<CallOutcome, Refused> {
+        let deadline = Instant::now() + timeout;
+        let generation = self
+            .prepared(version, fingerprint, scaling, prepare)
+            .await
+            .map_err(Refused::Unprepared)?;
+        let mut instance = generation.acquire(&self.runtime, deadline).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let outcome = instance.call(call, left).await;
+        let healthy = matches!(outcome, CallOutcome::Returned(_) | CallOutcome::Raised(_));
+        generation.release(&self.runtime, instance, healthy);
+        Ok(outcome)
+    }
+
+    /// Prepares `version`'s instances and starts its minimum, before any
+    /// request needs them.
+    pub async fn warm(
+        &self,
+        version: Uuid,
+        fingerprint: Fingerprint,
+        scaling: Scaling,
+        prepare: impl FnOnce() -> BoxFuture<'static, Result<Blueprint, String>>,
+    ) -> Result<(), String> {
+        let generation = self
+            .prepared(version, fingerprint, scaling, prepare)
+            .await?;
+        generation.tend(&self.runtime);
+        Ok(())
+    }
+
+    /// The generation of `fingerprint` with its blueprint made (once, by the
+    /// first request to need it; the others wait for it).
+    async fn prepared(
+        &self,
+        version: Uuid,
+        fingerprint: Fingerprint,
+        scaling: Scaling,
+        prepare: impl FnOnce() -> BoxFuture<'static, Result<Blueprint, String>>,
+    ) -> Result<Arc<Generation>, String> {
+        let generation = self.generation(version, fingerprint, scaling);
+        generation
+            .blueprint
+            .get_or_try_init(|| async { prepare().await.map(Arc::new) })
+            .await?;
+        Ok(generation)
+    }
+
+    /// The current generation of `version`: a new one when the fingerprint
+    /// changed, the old one retired.
+    fn generation(
+        &self,
+        version: Uuid,
+        fingerprint: Fingerprint,
+        scaling: Scaling,
+    ) -> Arc<Generation> {
+        let mut versions = lock(&self.versions);
+        if let Some(current) = versions.get(&version) {
+            if current.fingerprint == fingerprint {
+                *lock(&current.scaling) = scaling;
+                return current.clone();
+            }
+        }
+        let generation = Arc::new(Generation::new(fingerprint, scaling));
+        if let Some(old) = versions.insert(version, generation.clone()) {
+            self.retire(old);
+        }
+        generation
+    }
+
+    fn retire(&self, generation: Arc<Generation>) {
+        for instance in generation.retire() {
+            tokio::spawn(instance.stop());
+        }
+        lock(&self.draining).push(generation);
+    }
+
+    /// Retires the instances of versions that no longer serve (deleted, or
+    /// without an active revision): `serving` says which still do.
+    pub fn retain(&self, serving: impl Fn(Uuid) -> bool) {
+        let retired: Vec<_> = {
+            let mut versions = lock(&self.versions);
+            let gone: Vec<Uuid> = versions
+                .keys()
+                .copied()
+                .filter(|id| !serving(*id))
+                .collect();
+            gone.iter().filter_map(|id| versions.remove(id)).collect()
+        };
+        for generation in retired {
+            self.retire(generation);
+        }
+    }
+
+    /// Stops instances idle for too long and starts the minimum: run
+    /// periodically. Generations done draining are dropped.
+    pub fn tend(&self) {
+        let current: Vec<_> = lock(&self.versions).values().cloned().collect();
+        for generation in current {
+            generation.tend(&self.runtime);
+        }
+        lock(&self.draining).retain(|generation| !generation.drained());
+    }
+
+    /// Instances alive per version, for status and tests.
+    pub fn alive(&self, version: Uuid) -> usize {
+        lock(&self.versions)
+            .get(&version)
+            .map(|generation| generation.state().alive)
+            .unwrap_or(0)
+    }
+
+    /// Stops every idle instance, and the busy ones as their requests
+    /// finish: for shutdown, once no new requests come.
+    pub async fn stop_all(&self) {
+        let all: Vec<_> = lock(&self.versions).drain().map(|(_, g)| g).collect();
+        let mut stopping = Vec::new();
+        for generation in all {
+            stopping.extend(generation.retire());
+            lock(&self.draining).push(generation);
+        }
+        futures::future::join_all(stopping.into_iter().map(|instance| instance.stop())).await;
+    }
+}
+
+/// The instances of one version made from one blueprint.
+struct Generation {
+    fingerprint: Fingerprint,
+    scaling: Mutex<Scaling>,
+    blueprint: OnceCell<Arc<Blueprint>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<Idle>,
+    /// Starting, busy and idle instances.
+    alive: usize,
+    waiting: VecDeque<oneshot::Sender<Result<Box<dyn Running>, String>>>,
+    retired: bool,
+    last_start_failure: Option<(Instant, String)>,
+}
+
+struct Idle {
+    instance: Box<dyn Running>,
+    since: Instant,
+}
+
+type Delivery = oneshot::Sender<Result<Box<dyn Running>, String>>;
+
+impl Generation {
+    fn new(fingerprint: Fingerprint, scaling: Scaling) -> Generation {
+        Generation {
+            fingerprint,
+            scaling: Mutex::new(scaling),
+            blueprint: OnceCell::new(),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn scaling(&self) -> Scaling {
+        *lock(&self.scaling)
+    }
+
+    /// An idle instance, a new one, or the next one freed.
+    async fn acquire(
+        self: &Arc<Self>,
+        runtime: &Arc<dyn Runtime>,
+        deadline: Instant,
+    ) -> Result<Box<dyn Running>, Refused> {
+        let scaling = self.scaling();
+        let receiver = {
+            let mut state = self.state();
+            if let Some((at, reason)) = &state.last_start_failure {
+                if at.elapsed() < START_FAILURE_MEMORY {
+                    return Err(Refused::Unstartable(reason.clone()));
+                }
+            }
+            if let Some(idle) = state.idle.pop() {
+                return Ok(idle.instance);
+            }
+            let (delivery, receiver) = oneshot::channel();
+            if state.alive < scaling.maximum.max(1) {
+                state.alive += 1;
+                self.spawn_start(runtime, delivery);
+            } else if state.waiting.len() >= scaling.queue_limit {
+                return Err(Refused::QueueFull {
+                    limit: scaling.queue_limit,
+                });
+            } else {
+                state.waiting.push_back(delivery);
+            }
+            receiver
+        };
+        match tokio::time::timeout_at(deadline.into(), receiver).await {
+            Ok(Ok(Ok(instance))) => Ok(instance),
+            Ok(Ok(Err(reason))) => Err(Refused::Unstartable(reason)),
+            // The time ran out (an instance that comes later goes to the
+            // next request; the sender is never dropped unsent otherwise).
+            Ok(Err(_)) | Err(_) => Err(Refused::NoInstanceInTime),
+        }
+    }
+
+    /// Starts an instance (counted in `alive` already) and delivers it; one
+    /// whose request has gone joins the pool. In a task of its own, so that
+    /// a request giving up never leaves a half-started instance behind.
+    fn spawn_start(self: &Arc<Self>, runtime: &Arc<dyn Runtime>, delivery: Delivery) {
+        let (generation, runtime) = (self.clone(), runtime.clone());
+        let Some(blueprint) = self.blueprint.get().cloned() else {
+            // Only called once the blueprint is made.
+            self.state().alive -= 1;
+            let _ = delivery.send(Err("the version's instances are not prepared".to_owned()));
+            return;
+        };
+        tokio::spawn(async move {
+            let started = AssertUnwindSafe(runtime.start(blueprint))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(
+                        "the instance could not be started (a server fault; see the server log)"
+                            .to_owned(),
+                    )
+                });
+            match started {
+                Ok(instance) => {
+                    if let Err(Ok(instance)) = delivery.send(Ok(instance)) {
+                        generation.release(&runtime, instance, true);
+                    }
+                }
+                Err(reason) => {
+                    generation.start_failed(&reason);
+                    let _ = delivery.send(Err(reason));
+                }
+            }
+        });
+    }
+
+    /// Requests waiting get the reason too: the next start would fail the
+    /// same way.
+    fn start_failed(&self, reason: &str) {
+        let waiting: Vec<_> = {
+            let mut state = self.state();
+            state.alive -= 1;
+            state.last_start_failure = Some((Instant::now(), reason.to_owned()));
+            state.waiting.drain(..).collect()
+        };
+        for delivery in waiting {
+            let _ = delivery.send(Err(reason.to_owned()));
+        }
+    }
+
+    /// Takes an instance back after a request: to the next waiting request,
+    /// or idle. A broken one, or one of a retired generation that nobody
+    /// waits for, is stopped; a broken one is replaced when requests wait.
+    fn release(
+        self: &Arc<Self>,
+        runtime: &Arc<dyn Runtime>,
+        instance: Box<dyn Running>,
+        healthy: bool,
+    ) {
+        let mut state = self.state();
+        if healthy {
+            let mut instance = instance;
+            while let Some(delivery) = state.waiting.pop_front() {
+                match delivery.send(Ok(instance)) {
+                    Ok(()) => return,
+                    // That request gave up: the next one.
+                    Err(Ok(back)) => instance = back,
+                    Err(Err(_)) => return,
+                }
+            }
+            if !state.retired {
+                state.idle.push(Idle {
+                    instance,
+                    since: Instant::now(),
+                });
+                return;
+            }
+            state.alive -= 1;
+            drop(state);
+            tokio::spawn(instance.stop());
+            return;
+        }
+        state.alive -= 1;
+        if !state.waiting.is_empty() && state.alive < self.scaling().maximum.max(1) {
+            if let Some(delivery) = state.waiting.pop_front() {
+                state.alive += 1;
+                self.spawn_start(runtime, delivery);
+            }
+        }
+        drop(state);
+        tokio::spawn(instance.stop());
+    }
+
+    /// Stops what idled too long (the longest idle first, down to the
+    /// minimum) and starts instances up to the minimum.
+    fn tend(self: &Arc<Self>, runtime: &Arc<dyn Runtime>) {
+        let scaling = self.scaling();
+        let mut state = self.state();
+        let mut stopping = Vec::new();
+        // `idle` is in the order instances came back, and requests take the
+        // newest: the oldest are the ones at the front.
+        while state.alive > scaling.minimum
+            && state
+                .idle
+                .first()
+                .is_some_and(|idle| idle.since.elapsed() >= scaling.idle_time)
+        {
+            stopping.push(state.idle.remove(0).instance);
+            state.alive -= 1;
+        }
+        let recently_failed = state
+            .last_start_failure
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < START_FAILURE_MEMORY);
+        if !state.retired && !recently_failed && self.blueprint.initialized() {
+            while state.alive < scaling.minimum.min(scaling.maximum) {
+                state.alive += 1;
+                // Nobody waits for it: it goes idle once started.
+                let (delivery, _) = oneshot::channel();
+                self.spawn_start(runtime, delivery);
+            }
+        }
+        drop(state);
+        for instance in stopping {
+            tokio::spawn(instance.stop());
+        }
+    }
+
+    /// No new requests: returns the idle instances to stop now; the busy
+    /// ones stop when their request is done (or serve the requests that
+    /// were already waiting for them).
+    fn retire(&self) -> Vec<Box<dyn Running>> {
+        let mut state = self.state();
+        state.retired = true;
+        state.alive -= state.idle.len();
+        state.idle.drain(..).map(|idle| idle.instance).collect()
+    }
+
+    fn drained(&self) -> bool {
+        let state = self.state();
+        state.retired && state.alive == 0
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere; the state it guards is
+/// updated in single steps and stays consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,232 @@
+//! What a request to a deployment needs to reach its code: the version it
+//! goes to (named, or the deployment's default), that version's settings
+//! and active revision, the deployment's input and output, and the
+//! variables the code gets.
+
+use sqlx::types::Json;
+use ubiops_domain::deployment::{Field, IoType};
+use ubiops_domain::version::RetentionMode;
+use uuid::Uuid;
+
+use crate::deployments::deployment_not_found;
+use crate::error::{corrupt, refuse_nul};
+use crate::projects::project_not_found;
+use crate::requests::Retention;
+use crate::versions::version_not_found;
+use crate::{Result, StorageError, Store};
+
+/// A version to send a request to, with everything the request needs.
+#[derive(Debug, Clone)]
+pub struct ServingTarget {
+    pub project_id: Uuid,
+    pub project_name: String,
+    pub deployment_id: Uuid,
+    pub deployment_name: String,
+    pub version_id: Uuid,
+    pub version_name: String,
+    pub input_type: IoType,
+    pub output_type: IoType,
+    pub input_fields: Vec<Field>,
+    pub output_fields: Vec<Field>,
+    /// `unavailable`, `building` or `available`.
+    pub status: String,
+    pub active_revision: Option<ActiveRevision>,
+    pub language: String,
+    pub memory_mib: i32,
+    pub minimum_instances: i32,
+    pub maximum_instances: i32,
+    pub maximum_idle_time: i32,
+    pub maximum_queue_size_express: i32,
+    /// How the version keeps its requests.
+    pub retention: Retention,
+}
+
+/// The revision whose code serves a version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ActiveRevision {
+    pub id: Uuid,
+    pub object_key: String,
+}
+
+/// A variable the code gets: the nearest scope's of each name. A secret's
+/// value comes sealed; the caller opens it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CodeVariable {
+    pub name: String,
+    pub value: VariableValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum VariableValue {
+    Plain(String),
+    Sealed { bytes: Vec<u8>, key_id: String },
+}
+
+/// A request for a deployment without a default version names none.
+pub fn no_default_version(deployment_name: &str) -> StorageError {
+    StorageError::Rejected(format!(
+        "Deployment '{deployment_name}' has no default version: make the request to a version, \
+         or set the deployment's default_version"
+    ))
+}
+
+impl Store {
+    /// The version `version_name` of the deployment, or its default version
+    /// when `None`; 404 naming whatever is missing.
+    pub async fn serving_target(
+        &self,
+        project_name: &str,
+        deployment_name: &str,
+        version_name: Option<&str>,
+    ) -> Result<ServingTarget> {
+        refuse_nul(&[
+            project_name,
+            deployment_name,
+            version_name.unwrap_or_default(),
+        ])?;
+        let row = sqlx::query!(
+            r#"SELECT p.id AS project_id,
+                      d.id AS "deployment_id?",
+                      d.input_type AS "input_type?",
+                      d.output_type AS "output_type?",
+                      d.input_fields AS "input_fields?: Json<Vec<Field>>",
+                      d.output_fields AS "output_fields?: Json<Vec<Field>>",
+                      v.id AS "version_id?",
+                      v.name AS "version_name?",
+                      v.status AS "status?",
+                      v.language AS "language?",
+                      v.memory_allocation AS "memory_allocation?",
+                      v.minimum_instances AS "minimum_instances?",
+                      v.maximum_instances AS "maximum_instances?",
+                      v.maximum_idle_time AS "maximum_idle_time?",
+                      v.maximum_queue_size_express AS "maximum_queue_size_express?",
+                      v.request_retention_mode AS "request_retention_mode?",
+                      v.request_retention_time AS "request_retention_time?",
+                      r.id AS "revision_id?",
+                      r.object_key AS "object_key?"
+               FROM projects p
+               LEFT JOIN deployments d ON d.project_id = p.id AND d.name = $2
+               LEFT JOIN versions v ON v.deployment_id = d.id
+                    AND v.name = COALESCE($3, d.default_version_name)
+               LEFT JOIN revisions r ON r.id = v.active_revision_id
+               WHERE p.name = $1"#,
+            project_name,
+            deployment_name,
+            version_name,
+        )
+        .fetch_optional(&mut *self.connection().await?)
+        .await?
+        .ok_or_else(|| project_not_found(project_name))?;
+        let deployment_id = row
+            .deployment_id
+            .ok_or_else(|| deployment_not_found(deployment_name))?;
+        let Some(version_id) = row.version_id else {
+            return Err(match version_name {
+                Some(name) => version_not_found(name),
+                None => no_default_version(deployment_name),
+            });
+        };
+        let io_type = |value: Option<String>| {
+            let value = value.unwrap_or_default();
+            IoType::parse(&value)
+                .ok_or_else(|| corrupt("deployment io type", &value, deployment_id))
+        };
+        Ok(ServingTarget {
+            project_id: row.project_id,
+            project_name: project_name.to_owned(),
+            deployment_id,
+            deployment_name: deployment_name.to_owned(),
+            version_id,
+            version_name: row.version_name.unwrap_or_default(),
+            input_type: io_type(row.input_type)?,
+            output_type: io_type(row.output_type)?,
+            input_fields: row.input_fields.map(|json| json.0).unwrap_or_default(),
+            output_fields: row.output_fields.map(|json| json.0).unwrap_or_default(),
+            status: row.status.unwrap_or_default(),
+            active_revision: row
+                .revision_id
+                .zip(row.object_key)
+                .map(|(id, object_key)| ActiveRevision { id, object_key }),
+            language: row.language.unwrap_or_default(),
+            memory_mib: row.memory_allocation.unwrap_or_default(),
+            minimum_instances: row.minimum_instances.unwrap_or_default(),
+            maximum_instances: row.maximum_instances.unwrap_or_default(),
+            maximum_idle_time: row.maximum_idle_time.unwrap_or_default(),
+            maximum_queue_size_express: row.maximum_queue_size_express.unwrap_or_default(),
+            retention: Retention {
+                mode: RetentionMode::parse(
+                    row.request_retention_mode.as_deref().unwrap_or_default(),
+                )
+                .ok_or_else(|| {
+                    corrupt(
+                        "request retention mode",
+                        row.request_retention_mode.as_deref().unwrap_or_default(),
+                        version_id,
+                    )
+                })?,
+                seconds: row.request_retention_time.unwrap_or_default(),
+            },
+        })
+    }
+
+    /// The variables the code of a version gets: project, deployment and
+    /// version variables, the nearest scope winning for each name.
+    pub async fn code_variables(&self, target: &ServingTarget) -> Result<Vec<CodeVariable>> {
+        let rows = sqlx::query!(
+            r#"SELECT DISTINCT ON (name) id, name, value, sealed_value, key_id
+               FROM environment_variables
+               WHERE project_id = $1
+                 AND (deployment_id IS NULL OR deployment_id = $2)
+                 AND (version_id IS NULL OR version_id = $3)
+               ORDER BY name, (deployment_id IS NOT NULL)::int + (version_id IS NOT NULL)::int DESC"#,
+            target.project_id,
+            target.deployment_id,
+            target.version_id,
+        )
+        .fetch_all(&mut *self.connection().await?)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let value = match (row.value, row.sealed_value, row.key_id) {
+                    (Some(value), None, None) => VariableValue::Plain(value),
+                    (None, Some(bytes), Some(key_id)) => VariableValue::Sealed { bytes, key_id },
+                    _ => return Err(corrupt("variable value", &row.name, row.id)),
+                };
+                Ok(CodeVariable {
+                    name: row.name,
+                    value,
+                })
+            })
+            .collect()
+    }
+
+    /// Versions that keep instances running without requests
+    /// (`minimum_instances` above 0) and can serve.
+    pub async fn versions_to_keep_warm(&self) -> Result<Vec<(String, String, String)>> {
+        Ok(sqlx::query!(
+            r#"SELECT p.name AS project, d.name AS deployment, v.name AS version
+               FROM versions v
+               JOIN deployments d ON d.id = v.deployment_id
+               JOIN projects p ON p.id = d.project_id
+               WHERE v.minimum_instances > 0 AND v.active_revision_id IS NOT NULL"#
+        )
+        .fetch_all(&mut *self.connection().await?)
+        .await?
+        .into_iter()
+        .map(|row| (row.project, row.deployment, row.version))
+        .collect())
+    }
+
+    /// The ids of the revisions that serve a version (active ones).
+    pub async fn serving_revisions(&self) -> Result<Vec<(Uuid, Uuid)>> {
+        Ok(sqlx::query!(
+            r#"SELECT id AS version_id, active_revision_id AS "revision_id!"
+               FROM versions WHERE active_revision_id IS NOT NULL"#
+        )
+        .fetch_all(&mut *self.connection().await?)
+        .await?
+        .into_iter()
+        .map(|row| (row.version_id, row.revision_id))
+        .collect())
+    }
+}
