@@ -2,11 +2,15 @@
 //! answers. Real builds make the environments, real Python processes run
 //! the code, over real HTTP.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use ubiops_test_support::{wait_for, TestApp};
+use ubiops_domain::secrets::Keyring;
+use ubiops_runtime::{DirectRequest, Serving};
+use ubiops_test_support::{shared_build_tools, wait_for, TestApp};
+use ubiops_worker::BuildTools;
 
 use crate::builds::{upload_and_build, zip_of};
 
@@ -594,4 +598,57 @@ class Deployment:
     for leaked in ["DATABASE_URL", "UBIOPS_", "AWS_", "RUST"] {
         assert!(!environ.contains(leaked), "{environ}");
     }
+}
+
+#[tokio::test]
+async fn a_server_without_the_environment_makes_it_from_the_stored_package_and_serves() {
+    let app = app().await;
+    deploy(&app, V1, ECHO).await;
+    // A second server on the same database and object store, on a machine
+    // whose environment cache is empty.
+    let machine = app.sandbox_dir().join("other-machine");
+    std::fs::create_dir_all(&machine).unwrap();
+    ubiops_sandbox::make_reachable(&machine).unwrap();
+    let tools = BuildTools {
+        environments: app.private_environments("other-cache", |_| {}),
+        ..shared_build_tools().clone()
+    };
+    let keyring = Keyring::from_hex(&Keyring::generate_key_hex(), &[]).unwrap();
+    let other = ubiops_server::instances::serving(
+        &machine,
+        Duration::from_secs(60),
+        app.store.clone(),
+        app.files.clone(),
+        Arc::new(keyring),
+        &tools,
+    )
+    .unwrap();
+    let target = app.store.serving_target("p", "d", None).await.unwrap();
+    let answer = other
+        .direct(DirectRequest {
+            shape: Serving::check_input(&target, &json!("from the other server")).unwrap(),
+            target,
+            data: json!("from the other server"),
+            timeout: Duration::from_secs(120),
+            created_by: "other@example.com".to_owned(),
+        })
+        .await
+        .unwrap();
+    assert!(answer.success, "{answer:?}");
+    assert_eq!(answer.result, Some(json!("from the other server")));
+    let made: Vec<_> = std::fs::read_dir(app.sandbox_dir().join("other-cache"))
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().join(".ubiops-ready").exists())
+        .collect();
+    assert_eq!(
+        made.len(),
+        1,
+        "the environment was made on the other machine"
+    );
+    // The request is stored like any other, and read through the API.
+    let stored = app.get(&format!("{V1}/requests/{}", answer.id)).await;
+    assert_eq!(stored.status, StatusCode::OK, "{}", stored.body);
+    assert_eq!(stored.body["created_by"], "other@example.com");
+    other.pools().stop_all().await;
 }

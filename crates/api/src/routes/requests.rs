@@ -76,6 +76,13 @@ impl CreateQuery {
     }
 }
 
+/// The input of a direct request: a string or a list of strings (plain),
+/// an object with the input fields or a list of them (structured).
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)]
+struct RequestInput(Value);
+
 /// What a direct request answers.
 #[derive(Serialize, ToSchema)]
 struct CreateResponse {
@@ -85,6 +92,7 @@ struct CreateResponse {
     /// `completed` or `failed`: a direct request has finished when it answers.
     status: &'static str,
     success: bool,
+    #[schema(value_type = Option<Object>)]
     result: Option<Value>,
     error_message: Option<String>,
     timeout: u64,
@@ -95,7 +103,7 @@ struct CreateResponse {
 /// HTTP error.
 #[utoipa::path(post, path = "/projects/{project_name}/deployments/{deployment_name}/requests",
     operation_id = "deployment_requests_create", tag = TAG, params(CreateQuery),
-    request_body = Value, responses((status = 200, body = CreateResponse)))]
+    request_body = RequestInput, responses((status = 200, body = CreateResponse)))]
 async fn create_for_deployment(
     State(state): State<AppState>,
     principal: Principal,
@@ -119,7 +127,7 @@ async fn create_for_deployment(
 #[utoipa::path(post,
     path = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}/requests",
     operation_id = "deployment_version_requests_create", tag = TAG, params(CreateQuery),
-    request_body = Value, responses((status = 200, body = CreateResponse)))]
+    request_body = RequestInput, responses((status = 200, body = CreateResponse)))]
 async fn create_for_version(
     State(state): State<AppState>,
     principal: Principal,
@@ -289,11 +297,14 @@ struct RequestDetail {
     time_started: Option<DateTime<Utc>>,
     time_completed: Option<DateTime<Utc>>,
     /// `null` with `metadata_only`, or when the version keeps metadata only.
+    #[schema(value_type = Option<Object>)]
     request_data: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     result: Option<Value>,
     error_message: Option<String>,
     created_by: String,
     notification_group: Option<String>,
+    #[schema(value_type = Object)]
     origin: Value,
     retries: i32,
     timeout: i32,
