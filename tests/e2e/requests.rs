@@ -549,6 +549,15 @@ async fn instances_cannot_read_the_servers_files_environment_or_other_deployment
         .as_str()
         .unwrap()
         .to_owned();
+    // The embedded cluster's socket directory, when the tests use one (as CI does).
+    let socket_dir = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| url.contains("host=/"))
+        .and_then(|url| {
+            url.split("host=")
+                .nth(1)
+                .map(|rest| rest.split('&').next().unwrap().to_owned())
+        });
     let probe = format!(
         r#"import os, json
 
@@ -571,6 +580,7 @@ class Deployment:
             attempt("instances", lambda: os.listdir({instances:?})),
             attempt("other instance", lambda: open({other:?}).read()),
             attempt("server environ", lambda: open("/proc/%d/environ" % os.getppid()).read()),
+        ] + [attempt("database socket", lambda: os.listdir(dir)) for dir in {sockets:?}] + [
             "ENVIRON " + " ".join(sorted(os.environ)),
         ])
 "#,
@@ -579,9 +589,11 @@ class Deployment:
         packages = app.sandbox_dir().join("packages").display().to_string(),
         instances = app.sandbox_dir().join("instances").display().to_string(),
         other = other_file,
+        sockets = socket_dir.iter().collect::<Vec<_>>(),
     );
     deploy(&app, V1, &probe).await;
     let answer = request(&app, V1, json!("x")).await;
+    assert_eq!(answer["success"], true, "{answer}");
     let results: Vec<String> = serde_json::from_str(answer["result"].as_str().unwrap()).unwrap();
     assert!(
         !results.iter().any(|line| line.starts_with("REACHED")),
@@ -651,4 +663,205 @@ async fn a_server_without_the_environment_makes_it_from_the_stored_package_and_s
     assert_eq!(stored.status, StatusCode::OK, "{}", stored.body);
     assert_eq!(stored.body["created_by"], "other@example.com");
     other.pools().stop_all().await;
+}
+
+#[tokio::test]
+async fn stored_requests_are_kept_as_the_retention_mode_says_and_read_back() {
+    let app = app().await;
+    deploy(
+        &app,
+        V1,
+        "class Deployment:\n    def __init__(self, base_directory, context):\n        pass\n\n\
+         \x20   def request(self, data):\n        if data == 'fail':\n            raise ValueError('failing on purpose')\n        return data.upper()\n",
+    )
+    .await;
+    let mut ids = Vec::new();
+    for data in ["a", "fail", "b"] {
+        ids.push(
+            request(&app, D, json!(data)).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let full = app.get(&format!("{D}/requests/{}", ids[0])).await;
+    assert_eq!(full.status, StatusCode::OK, "{}", full.body);
+    assert_eq!(full.body["request_data"], "a");
+    assert_eq!(full.body["result"], "A");
+    assert_eq!(full.body["status"], "completed");
+    assert_eq!(full.body["success"], true);
+    assert_eq!(full.body["created_by"], "admin@example.com");
+    assert_eq!(
+        full.body["origin"],
+        json!({"deployment": "d", "deployment_version": "v1"})
+    );
+    let metadata = app
+        .get(&format!("{V1}/requests/{}?metadata_only=true", ids[0]))
+        .await;
+    assert_eq!(metadata.body["request_data"], Value::Null);
+    assert_eq!(metadata.body["result"], Value::Null);
+    assert_eq!(metadata.body["status"], "completed");
+
+    let listed = app.get(&format!("{V1}/requests?sort=asc")).await;
+    let listed_ids: Vec<&str> = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed_ids,
+        ids.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let failed = app.get(&format!("{D}/requests?status=failed")).await;
+    assert_eq!(failed.body.as_array().unwrap().len(), 1, "{}", failed.body);
+    assert_eq!(failed.body[0]["id"], ids[1].as_str());
+    let paged = app.get(&format!("{V1}/requests?limit=1&offset=1")).await;
+    assert_eq!(
+        paged.body[0]["id"],
+        ids[1].as_str(),
+        "newest first: b, fail, a"
+    );
+    let project = app
+        .get("/projects/p/requests?object_type=deployment&limit=10")
+        .await;
+    assert_eq!(
+        project.body.as_array().unwrap().len(),
+        3,
+        "{}",
+        project.body
+    );
+    assert_eq!(project.body[0]["deployment"], "d");
+    assert_eq!(project.body[0]["pipeline"], Value::Null);
+    let bad = app.get(&format!("{V1}/requests?status=done")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.error().contains("status"), "{}", bad.error());
+
+    let deleted = app.delete(&format!("{V1}/requests/{}", ids[0])).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&format!("{V1}/requests/{}", ids[0])).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&format!("{V1}/requests/not-an-id")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // metadata: no data or result kept; none: nothing kept.
+    app.patch(V1, json!({"request_retention_mode": "metadata"}))
+        .await;
+    let kept = request(&app, V1, json!("c")).await;
+    let read = app
+        .get(&format!("{V1}/requests/{}", kept["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(read.body["request_data"], Value::Null, "{}", read.body);
+    assert_eq!(read.body["result"], Value::Null);
+    assert_eq!(read.body["success"], true);
+    app.patch(V1, json!({"request_retention_mode": "none"}))
+        .await;
+    let gone = request(&app, V1, json!("d")).await;
+    assert_eq!(gone["result"], "D");
+    let read = app
+        .get(&format!("{V1}/requests/{}", gone["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(read.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_and_change_nothing() {
+    let app = app().await;
+    deploy(&app, V1, ECHO).await;
+    let other = app.token("limited@example.com", Some(&["elsewhere"])).await;
+    let before = app.snapshot().await;
+    let url = app.url(&format!("/v2.1{V1}/requests"));
+    let send = |body: Vec<u8>| {
+        app.client()
+            .post(url.clone())
+            .header("Authorization", format!("Token {}", app.admin_token))
+            .header("Content-Type", "application/json")
+            .body(body)
+    };
+    let not_json = app.send(send(b"{not json".to_vec())).await;
+    assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
+    assert!(
+        not_json.error().contains("not valid JSON"),
+        "{}",
+        not_json.error()
+    );
+    let huge = app
+        .send(send(format!("\"{}\"", "x".repeat(3 << 20)).into_bytes()))
+        .await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", huge.body);
+    let no_token = app
+        .client()
+        .post(url.clone())
+        .json(&json!("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
+    let forbidden = app
+        .client()
+        .post(url.clone())
+        .header("Authorization", format!("Token {other}"))
+        .json(&json!("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.snapshot().await, before);
+    // File fields need blob storage, which this server does not have.
+    let created = app
+        .post(
+            "/projects/p/deployments",
+            json!({"name": "files", "input_type": "structured", "output_type": "plain",
+                   "input_fields": [{"name": "image", "data_type": "file"}]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    app.post(
+        "/projects/p/deployments/files/versions",
+        json!({"version": "v1"}),
+    )
+    .await;
+    let response = app
+        .post(
+            "/projects/p/deployments/files/requests",
+            json!({"image": "ubiops-file://b/f.jpg"}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::BAD_REQUEST);
+    assert!(
+        response
+            .error()
+            .contains("file fields are not supported yet"),
+        "{}",
+        response.error()
+    );
+}
+
+#[tokio::test]
+async fn an_idle_instance_killed_from_outside_is_replaced_without_failing_a_request() {
+    let app = app().await;
+    deploy(&app, V1, ECHO).await;
+    request(&app, V1, json!("warm")).await;
+    let instances = app.sandbox_dir().join("instances");
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&instances))
+        {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed += 1;
+        }
+    }
+    assert_eq!(killed, 1, "one instance process");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = request(&app, V1, json!("after")).await;
+    assert_eq!(answer["success"], true, "{answer}");
+    assert_eq!(answer["result"], "after");
 }

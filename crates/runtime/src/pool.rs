@@ -272,8 +272,14 @@ impl Generation {
                     return Err(Refused::Unstartable(reason.clone()));
                 }
             }
-            if let Some(idle) = state.idle.pop() {
-                return Ok(idle.instance);
+            // The newest idle instance; one that died while idle (killed,
+            // out of memory) is let go rather than failing this request.
+            while let Some(mut idle) = state.idle.pop() {
+                if idle.instance.is_alive() {
+                    return Ok(idle.instance);
+                }
+                state.alive -= 1;
+                tokio::spawn(idle.instance.stop());
             }
             let (delivery, receiver) = oneshot::channel();
             if state.alive < scaling.maximum.max(1) {

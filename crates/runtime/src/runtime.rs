@@ -36,6 +36,8 @@ pub trait Runtime: Send + Sync + 'static {
 
 /// A started instance.
 pub trait Running: Send + 'static {
+    /// Whether it can still take a call: one that died while idle cannot.
+    fn is_alive(&mut self) -> bool;
     /// Runs one call; after `TimedOut` or `Crashed` the instance is gone.
     fn call(&mut self, call: Call, timeout: Duration) -> BoxFuture<'_, CallOutcome>;
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
@@ -73,6 +75,10 @@ impl Runtime for LocalProcesses {
 }
 
 impl Running for Instance {
+    fn is_alive(&mut self) -> bool {
+        self.ended().is_none()
+    }
+
     fn call(&mut self, call: Call, timeout: Duration) -> BoxFuture<'_, CallOutcome> {
         Instance::call(self, call, timeout).boxed()
     }

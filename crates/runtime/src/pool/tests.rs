@@ -43,6 +43,10 @@ impl Runtime for Fake {
 }
 
 impl Running for FakeInstance {
+    fn is_alive(&mut self) -> bool {
+        true
+    }
+
     fn call(&mut self, call: Call, timeout: Duration) -> BoxFuture<'_, CallOutcome> {
         async move {
             if call.data == "crash" {
