@@ -791,7 +791,7 @@ async fn malformed_requests_are_refused_and_change_nothing() {
         not_json.error()
     );
     let huge = app
-        .send(send(format!("\"{}\"", "x".repeat(3 << 20)).into_bytes()))
+        .send(send(format!("\"{}\"", "x".repeat(33 << 20)).into_bytes()))
         .await;
     assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", huge.body);
     let no_token = app
@@ -812,6 +812,15 @@ async fn malformed_requests_are_refused_and_change_nothing() {
         .unwrap();
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
     assert_eq!(app.snapshot().await, before);
+    let big = app
+        .send(send(format!("\"{}\"", "x".repeat(3 << 20)).into_bytes()))
+        .await;
+    assert_eq!(
+        big.status,
+        StatusCode::OK,
+        "inputs beyond the API's 2 MiB are taken"
+    );
+    assert_eq!(big.body["result"].as_str().map(str::len), Some(3 << 20));
     // File fields need blob storage, which this server does not have.
     let created = app
         .post(

@@ -33,7 +33,7 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 const KILL_WAIT: Duration = Duration::from_secs(1);
 
 /// What an instance runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct InstanceSpec {
     /// The Python of the revision's built environment (`<env>/bin/python`).
     pub interpreter: PathBuf,
@@ -49,6 +49,23 @@ pub struct InstanceSpec {
     pub memory_bytes: u64,
     /// How long importing `deployment.py` and `Deployment.__init__` may take.
     pub start_timeout: Duration,
+}
+
+/// Variables hold opened secrets, and the context their values: only the
+/// names may reach a log.
+impl std::fmt::Debug for InstanceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceSpec")
+            .field("interpreter", &self.interpreter)
+            .field("package_dir", &self.package_dir)
+            .field(
+                "env",
+                &self.env.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .field("memory_bytes", &self.memory_bytes)
+            .field("start_timeout", &self.start_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One call of the deployment's code.

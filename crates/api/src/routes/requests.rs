@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -31,10 +31,15 @@ const TAG: &str = "Deployment Requests";
 const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
 const MAX_TIMEOUT_SECONDS: u64 = 3600;
 
+/// The largest input of a direct request: models take images and tables,
+/// far beyond the API's other bodies, and the runner carries up to 64 MiB.
+pub const MAX_REQUEST_BODY_BYTES: usize = 32 * 1024 * 1024;
+
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_for_deployment, list_for_deployment))
         .routes(routes!(create_for_version, list_for_version))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
         .routes(routes!(get_for_deployment, delete_for_deployment))
         .routes(routes!(get_for_version, delete_for_version))
         .routes(routes!(list_for_project))
