@@ -498,6 +498,27 @@ async fn idle_instances_stop_after_the_idle_time_and_the_minimum_keeps_running()
         || async { (app.serving.pools().alive(v1) == 0).then_some(()) },
     )
     .await;
+    // The version's log says so, as the server's lines.
+    let lines = wait_for("the instance lines", Duration::from_secs(10), || async {
+        let response = app
+            .post(
+                "/projects/p/logs",
+                json!({"filters": {"deployment_name": "d", "deployment_version": "v1", "system": true},
+                       "limit": 100, "date_range": -3600}),
+            )
+            .await;
+        let texts: Vec<String> = response.body.as_array()?.iter()
+            .filter_map(|line| line["log"].as_str().map(str::to_owned))
+            .filter(|text| text.starts_with("Instance"))
+            .collect();
+        (texts.len() >= 2).then_some(texts)
+    })
+    .await;
+    assert!(lines[0].starts_with("Instance started in"), "{lines:?}");
+    assert_eq!(
+        lines[1],
+        "Instance stopped: idle for 10 s (maximum_idle_time)"
+    );
     let response = app.patch(V1, json!({"minimum_instances": 1})).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.body);
     wait_for(

@@ -29,5 +29,5 @@ pub use instance::{
 };
 pub use pool::{Fingerprint, Pools, Refused, Scaling};
 pub use revisions::{Packages, Prepared, RevisionToRun};
-pub use runtime::{Blueprint, LocalProcesses, Running, Runtime};
+pub use runtime::{Blueprint, EventSink, LocalProcesses, Running, Runtime};
 pub use serving::{Answer, DirectRequest, InstanceSettings, NotServed, Serving};

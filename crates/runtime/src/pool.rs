@@ -26,7 +26,7 @@ use tokio::sync::{oneshot, OnceCell};
 use uuid::Uuid;
 
 use crate::runtime::{Blueprint, Running, Runtime};
-use crate::{Call, CallOutcome};
+use crate::{Call, CallOutcome, Level};
 
 /// How a version scales, from its settings. Read with every request, so a
 /// change applies to the running generation at once.
@@ -58,6 +58,10 @@ pub enum Refused {
     /// The request's time ran out before an instance was free.
     NoInstanceInTime,
 }
+
+/// Why an instance of a retired generation stops.
+const RETIRED: &str =
+    "Instance stopped: replaced by instances of the version's new revision, variables or instance type";
 
 /// A start that failed is remembered this long: requests meanwhile get its
 /// reason at once instead of each starting the failing code again.
@@ -101,6 +105,16 @@ impl Pools {
         let left = deadline.saturating_duration_since(Instant::now());
         let outcome = instance.call(call, left).await;
         let healthy = matches!(outcome, CallOutcome::Returned(_) | CallOutcome::Raised(_));
+        match &outcome {
+            CallOutcome::TimedOut => generation.note(
+                Level::Error,
+                "Instance stopped: a request ran past its timeout",
+            ),
+            CallOutcome::Crashed(reason) => {
+                generation.note(Level::Error, &format!("Instance stopped: {reason}"))
+            }
+            _ => {}
+        }
         generation.release(&self.runtime, instance, healthy);
         Ok(outcome)
     }
@@ -162,6 +176,7 @@ impl Pools {
 
     fn retire(&self, generation: Arc<Generation>) {
         for instance in generation.retire() {
+            generation.note(Level::Info, RETIRED);
             tokio::spawn(instance.stop());
         }
         lock(&self.draining).push(generation);
@@ -250,6 +265,13 @@ impl Generation {
         }
     }
 
+    /// A line in the version's log, as the server's (`system`).
+    fn note(&self, level: Level, text: &str) {
+        if let Some(blueprint) = self.blueprint.get() {
+            (blueprint.events)(level, text.to_owned());
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
@@ -315,6 +337,7 @@ impl Generation {
             return;
         };
         tokio::spawn(async move {
+            let began = Instant::now();
             let started = AssertUnwindSafe(runtime.start(blueprint))
                 .catch_unwind()
                 .await
@@ -326,11 +349,19 @@ impl Generation {
                 });
             match started {
                 Ok(instance) => {
+                    generation.note(
+                        Level::Info,
+                        &format!("Instance started in {:.2} s", began.elapsed().as_secs_f64()),
+                    );
                     if let Err(Ok(instance)) = delivery.send(Ok(instance)) {
                         generation.release(&runtime, instance, true);
                     }
                 }
                 Err(reason) => {
+                    generation.note(
+                        Level::Error,
+                        &format!("An instance could not start: {reason}"),
+                    );
                     generation.start_failed(&reason);
                     let _ = delivery.send(Err(reason));
                 }
@@ -381,6 +412,7 @@ impl Generation {
             }
             state.alive -= 1;
             drop(state);
+            self.note(Level::Info, RETIRED);
             tokio::spawn(instance.stop());
             return;
         }
@@ -426,6 +458,13 @@ impl Generation {
         }
         drop(state);
         for instance in stopping {
+            self.note(
+                Level::Info,
+                &format!(
+                    "Instance stopped: idle for {} s (maximum_idle_time)",
+                    scaling.idle_time.as_secs()
+                ),
+            );
             tokio::spawn(instance.stop());
         }
     }

@@ -12,13 +12,19 @@ use futures::FutureExt;
 use ubiops_sandbox::Sandboxes;
 use uuid::Uuid;
 
-use crate::{Call, CallOutcome, Instance, InstanceSpec, LogSink};
+use crate::{Call, CallOutcome, Instance, InstanceSpec, Level, LogSink};
+
+/// Receives the pool's lines about a version's instances.
+pub type EventSink = Arc<dyn Fn(Level, String) + Send + Sync>;
 
 /// What every instance of a generation is made from.
 pub struct Blueprint {
     pub spec: InstanceSpec,
     /// Where the code's output goes, tagged with the request it came from.
     pub logs: LogSink,
+    /// Where the pool's own lines go (instances started and stopped, and
+    /// why): the version's log, as the server's lines.
+    pub events: EventSink,
     /// What must live as long as the instances (the environment's hold,
     /// which keeps eviction away).
     pub hold: Box<dyn std::any::Any + Send + Sync>,

@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::log_writer::LogWriter;
 use crate::pool::{Fingerprint, Pools, Refused, Scaling};
 use crate::revisions::{Packages, RevisionToRun};
-use crate::runtime::Blueprint;
+use crate::runtime::{Blueprint, EventSink};
 use crate::{Call, CallOutcome, InstanceSpec, LogLine, LogSink};
 
 /// Rounds of [`Serving::maintain`] (seconds) between looks at which
@@ -395,6 +395,7 @@ impl Serving {
                     })
                 })
                 .await?;
+            let events = logs.events(target.project_id, tags.clone());
             let sink = logs.sink(target.project_id, tags);
             let context = json!({
                 "project": target.project_name,
@@ -418,6 +419,7 @@ impl Serving {
                     start_timeout: settings.start_timeout,
                 },
                 logs: sink,
+                events,
                 hold: Box::new(prepared),
             })
         }
@@ -478,8 +480,22 @@ fn scaling(target: &ServingTarget) -> Scaling {
     }
 }
 
-/// Turns the code's output into log lines of its request.
+/// Turns the code's output into log lines of its request, and the pool's
+/// notes into the version's system lines.
 impl LogWriter {
+    pub(crate) fn events(&self, project_id: Uuid, tags: LogTags) -> EventSink {
+        let writer = self.clone();
+        Arc::new(move |level: crate::Level, text: String| {
+            writer.push(NewLogLine {
+                project_id,
+                tags: tags.clone(),
+                system: true,
+                level: domain_level(level),
+                text,
+            })
+        })
+    }
+
     pub(crate) fn sink(&self, project_id: Uuid, tags: LogTags) -> LogSink {
         let writer = self.clone();
         Arc::new(move |line: LogLine| {
@@ -490,12 +506,16 @@ impl LogWriter {
                     ..tags.clone()
                 },
                 system: false,
-                level: match line.level {
-                    crate::Level::Info => Level::Info,
-                    crate::Level::Error => Level::Error,
-                },
+                level: domain_level(line.level),
                 text: line.text,
             })
         })
+    }
+}
+
+fn domain_level(level: crate::Level) -> Level {
+    match level {
+        crate::Level::Info => Level::Info,
+        crate::Level::Error => Level::Error,
     }
 }

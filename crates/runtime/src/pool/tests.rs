@@ -95,6 +95,7 @@ fn blueprint() -> BoxFuture<'static, Result<Blueprint, String>> {
                 start_timeout: Duration::from_secs(1),
             },
             logs: Arc::new(|_| {}),
+            events: Arc::new(|_, _| {}),
             hold: Box::new(()),
         })
     }
