@@ -895,3 +895,48 @@ async fn an_idle_instance_killed_from_outside_is_replaced_without_failing_a_requ
     assert_eq!(answer["success"], true, "{answer}");
     assert_eq!(answer["result"], "after");
 }
+
+#[tokio::test]
+async fn a_plain_string_sent_as_text_and_the_streaming_endpoint_are_served() {
+    let app = app().await;
+    deploy(&app, V1, ECHO).await;
+    let text = |path: &str, body: &str| {
+        app.client()
+            .post(app.url(&format!("/v2.1{path}")))
+            .header("Authorization", format!("Token {}", app.admin_token))
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .body(body.to_owned())
+    };
+    let answer = app.send(text(&format!("{D}/requests"), "just text")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["result"], "just text");
+    // What the official client's streaming helper (and the CLI) call.
+    let streamed = text(&format!("{V1}/requests/stream?timeout=30"), "streamed")
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), StatusCode::OK);
+    assert_eq!(streamed.headers()["content-type"], "text/event-stream");
+    let body = streamed.text().await.unwrap();
+    let last: Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
+    assert_eq!(last["result"], "streamed");
+    assert_eq!(last["success"], true);
+    // Stored like any direct request.
+    let id = last["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.get(&format!("{V1}/requests/{id}")).await.body["request_data"],
+        "streamed"
+    );
+    let not_utf8 = app
+        .send(
+            app.client()
+                .post(app.url(&format!("/v2.1{V1}/requests")))
+                .header("Authorization", format!("Token {}", app.admin_token))
+                .header("Content-Type", "text/plain")
+                .body(vec![0xff, 0xfe]),
+        )
+        .await;
+    assert_eq!(not_utf8.status, StatusCode::BAD_REQUEST);
+    assert!(not_utf8.error().contains("UTF-8"), "{}", not_utf8.error());
+}

@@ -380,6 +380,7 @@ impl Serving {
                 deployment_name: Some(target.deployment_name.clone()),
                 version_id: Some(target.version_id),
                 version_name: Some(target.version_name.clone()),
+                revision_id: Some(revision.id),
                 ..LogTags::default()
             };
             // An environment made anew here (the build ran on another

@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_for_deployment, list_for_deployment))
         .routes(routes!(create_for_version, list_for_version))
+        .routes(routes!(stream_for_deployment))
+        .routes(routes!(stream_for_version))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
         .routes(routes!(get_for_deployment, delete_for_deployment))
         .routes(routes!(get_for_version, delete_for_version))
@@ -108,48 +112,138 @@ struct CreateResponse {
 /// HTTP error.
 #[utoipa::path(post, path = "/projects/{project_name}/deployments/{deployment_name}/requests",
     operation_id = "deployment_requests_create", tag = TAG, params(CreateQuery),
-    request_body = RequestInput, responses((status = 200, body = CreateResponse)))]
+    request_body(content((RequestInput = "application/json"), (String = "text/plain"))),
+    responses((status = 200, body = CreateResponse)))]
 async fn create_for_deployment(
     State(state): State<AppState>,
     principal: Principal,
     path: DeploymentName,
     QueryParams(query): QueryParams<CreateQuery>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Result<InputBody, ApiError>,
 ) -> ApiResult<Json<CreateResponse>> {
-    create(
-        state,
-        principal,
-        &path.project_name,
-        &path.deployment_name,
-        None,
-        query,
-        body,
-    )
-    .await
+    let target = (&*path.project_name, &*path.deployment_name, None);
+    create(state, principal, target, query, body)
+        .await
+        .map(Json)
 }
 
 /// Makes a request to one version and waits for its result.
 #[utoipa::path(post,
     path = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}/requests",
     operation_id = "deployment_version_requests_create", tag = TAG, params(CreateQuery),
-    request_body = RequestInput, responses((status = 200, body = CreateResponse)))]
+    request_body(content((RequestInput = "application/json"), (String = "text/plain"))),
+    responses((status = 200, body = CreateResponse)))]
 async fn create_for_version(
     State(state): State<AppState>,
     principal: Principal,
     path: VersionName,
     QueryParams(query): QueryParams<CreateQuery>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Result<InputBody, ApiError>,
 ) -> ApiResult<Json<CreateResponse>> {
-    create(
-        state,
-        principal,
-        &path.project_name,
-        &path.deployment_name,
-        Some(&path.version),
-        query,
-        body,
+    let target = (
+        &*path.project_name,
+        &*path.deployment_name,
+        Some(&*path.version),
+    );
+    create(state, principal, target, query, body)
+        .await
+        .map(Json)
+}
+
+/// The same as a direct request, answered as an event stream, which is how
+/// `ubiops.utils.stream_deployment_request` (and so `ubiops deployments
+/// requests create`) makes requests. The code's answer comes as one line at
+/// the end: instances here do not stream partial results.
+#[utoipa::path(post, path = "/projects/{project_name}/deployments/{deployment_name}/requests/stream",
+    operation_id = "deployment_requests_stream", tag = TAG, params(CreateQuery),
+    request_body(content((RequestInput = "application/json"), (String = "text/plain"))),
+    responses((status = 200, description = "The answer as one line", content_type = "text/event-stream", body = CreateResponse)))]
+async fn stream_for_deployment(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: DeploymentName,
+    QueryParams(query): QueryParams<CreateQuery>,
+    body: Result<InputBody, ApiError>,
+) -> ApiResult<Response> {
+    let target = (&*path.project_name, &*path.deployment_name, None);
+    create(state, principal, target, query, body)
+        .await
+        .map(event_stream)
+}
+
+#[utoipa::path(post,
+    path = "/projects/{project_name}/deployments/{deployment_name}/versions/{version}/requests/stream",
+    operation_id = "deployment_version_requests_stream", tag = TAG, params(CreateQuery),
+    request_body(content((RequestInput = "application/json"), (String = "text/plain"))),
+    responses((status = 200, description = "The answer as one line", content_type = "text/event-stream", body = CreateResponse)))]
+async fn stream_for_version(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: VersionName,
+    QueryParams(query): QueryParams<CreateQuery>,
+    body: Result<InputBody, ApiError>,
+) -> ApiResult<Response> {
+    let target = (
+        &*path.project_name,
+        &*path.deployment_name,
+        Some(&*path.version),
+    );
+    create(state, principal, target, query, body)
+        .await
+        .map(event_stream)
+}
+
+fn event_stream(answer: CreateResponse) -> Response {
+    let mut line = serde_json::to_string(&answer).unwrap_or_default();
+    line.push('\n');
+    ([(header::CONTENT_TYPE, "text/event-stream")], line).into_response()
+}
+
+/// The input of a direct request: a JSON body, or the text of a
+/// `text/plain` one, which is how the clients send a single plain string.
+struct InputBody(Value);
+
+impl<S: Send + Sync> FromRequest<S> for InputBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let text = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.trim().to_ascii_lowercase().starts_with("text/plain"));
+        if !text {
+            return match Json::<Value>::from_request(request, state).await {
+                Ok(Json(value)) => Ok(InputBody(value)),
+                Err(JsonRejection::BytesRejection(error))
+                    if error.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+                {
+                    Err(too_large())
+                }
+                Err(rejection) => Err(rejection.into()),
+            };
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|error| {
+            if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                ApiError::Client(error.status(), error.body_text())
+            }
+        })?;
+        String::from_utf8(bytes.to_vec())
+            .map(|text| InputBody(Value::String(text)))
+            .map_err(|_| ApiError::bad_request("The text/plain request body is not UTF-8 text"))
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::Client(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "The request body is larger than the limit of {} MiB for a request's input",
+            MAX_REQUEST_BODY_BYTES / (1024 * 1024)
+        ),
     )
-    .await
 }
 
 /// The query and the body are checked before the names are looked up, so a
@@ -158,15 +252,13 @@ async fn create_for_version(
 async fn create(
     state: AppState,
     principal: Principal,
-    project_name: &str,
-    deployment_name: &str,
-    version_name: Option<&str>,
+    (project_name, deployment_name, version_name): (&str, &str, Option<&str>),
     query: CreateQuery,
-    body: Result<Json<Value>, JsonRejection>,
-) -> ApiResult<Json<CreateResponse>> {
+    body: Result<InputBody, ApiError>,
+) -> ApiResult<CreateResponse> {
     let timeout = query.timeout()?;
     query.check_priority()?;
-    let Json(data) = body?;
+    let InputBody(data) = body?;
     let target = state
         .store
         .serving_target(project_name, deployment_name, version_name)
@@ -184,7 +276,7 @@ async fn create(
         })
         .await
         .map_err(not_served)?;
-    Ok(Json(CreateResponse {
+    Ok(CreateResponse {
         id: answer.id,
         deployment,
         version,
@@ -197,7 +289,7 @@ async fn create(
         result: answer.result,
         error_message: answer.error_message,
         timeout: timeout.as_secs(),
-    }))
+    })
 }
 
 fn not_served(error: NotServed) -> ApiError {
