@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 from local_server import LocalServer, ServerDidNotStart, stop  # noqa: E402
-from shared import BOOTSTRAP_EMAIL, BROKEN_DEPLOYMENT, GOOD_DEPLOYMENT, make_zip, poll  # noqa: E402,F401
+from shared import BOOTSTRAP_EMAIL, BROKEN_DEPLOYMENT, GOOD_DEPLOYMENT, make_zip, poll, record_responses  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +62,21 @@ def good_package_dir(tmp_path_factory):
     (directory / "deployment.py").write_text(GOOD_DEPLOYMENT)
     (directory / "requirements.txt").write_text("numpy==1.26.4\n")
     return directory
+
+
+@pytest.fixture(scope="module")
+def recording_client(server):
+    """A client of the module's own whose every response body is kept."""
+    import ubiops
+
+    configuration = ubiops.Configuration(host=server.api, api_key={"Authorization": f"Token {server.token}"})
+    client = ubiops.ApiClient(configuration)
+    bodies = record_responses(client)
+    yield ubiops.CoreApi(client), bodies
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def responses(recording_client):
+    """The body of every response the module's recording client received."""
+    return recording_client[1]

@@ -6,6 +6,9 @@ import json
 import time
 import zipfile
 
+import pytest
+from ubiops.exceptions import ApiException
+
 BOOTSTRAP_EMAIL = "conformance@example.com"
 
 GOOD_DEPLOYMENT = '''\
@@ -131,3 +134,12 @@ class Deployment:
     def request(self, data):
         return data[::-1]
 '''
+
+
+def error_of(call, *args, **kwargs):
+    """The status and `error` text of a call that must fail."""
+    with pytest.raises(ApiException) as failure:
+        call(*args, **kwargs)
+    body = json.loads(failure.value.body)
+    assert isinstance(body.get("error"), str) and body["error"], body
+    return failure.value.status, body["error"]

@@ -911,11 +911,14 @@ async fn a_plain_string_sent_as_text_and_the_streaming_endpoint_are_served() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.body["result"], "just text");
     // What the official client's streaming helper (and the CLI) call.
-    let streamed = text(&format!("{V1}/requests/stream?timeout=30"), "streamed")
-        .header("Accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let streamed = text(
+        &format!("{V1}/requests/stream?timeout=30&timeout=30"),
+        "streamed",
+    )
+    .header("Accept", "text/event-stream")
+    .send()
+    .await
+    .unwrap();
     assert_eq!(streamed.status(), StatusCode::OK);
     assert_eq!(streamed.headers()["content-type"], "text/event-stream");
     let body = streamed.text().await.unwrap();
@@ -927,6 +930,15 @@ async fn a_plain_string_sent_as_text_and_the_streaming_endpoint_are_served() {
     assert_eq!(
         app.get(&format!("{V1}/requests/{id}")).await.body["request_data"],
         "streamed"
+    );
+    let conflicting = app
+        .send(text(&format!("{V1}/requests?timeout=30&timeout=40"), "x"))
+        .await;
+    assert_eq!(conflicting.status, StatusCode::BAD_REQUEST);
+    assert!(
+        conflicting.error().contains("twice"),
+        "{}",
+        conflicting.error()
     );
     let not_utf8 = app
         .send(

@@ -7,16 +7,15 @@ deployment story), like a user working through the API.
 """
 
 import io
-import json
 import uuid
 import zipfile
 from datetime import datetime, timezone
 
 import pytest
 import ubiops
-from ubiops.exceptions import ApiException
 
 from conftest import BOOTSTRAP_EMAIL, poll
+from shared import error_of
 
 # The 31 operations of the Deployments API documentation.
 OPERATIONS = {
@@ -51,15 +50,6 @@ def recorded(name, operation):
         CALLED.add(name)
         return operation(*args, **kwargs)
     return call
-
-
-def error_of(call, *args, **kwargs):
-    """The status and `error` text of a call that must fail."""
-    with pytest.raises(ApiException) as failure:
-        call(*args, **kwargs)
-    body = json.loads(failure.value.body)
-    assert isinstance(body.get("error"), str) and body["error"], body
-    return failure.value.status, body["error"]
 
 
 def recent(date):

@@ -8,18 +8,16 @@ One structured deployment (`calculator`, REQUESTS_DEPLOYMENT in shared.py)
 serves the whole module; the tests run in file order and build on each other.
 """
 
-import json
 import time
 import uuid
 from datetime import datetime, timezone
 
 import pytest
 import ubiops
-from ubiops.exceptions import ApiException
 
 from conftest import poll
 from shared import (
-    REQUESTS_DEPLOYMENT, REQUESTS_REQUIREMENTS, REVERSING_DEPLOYMENT, make_zip, record_responses, without_results,
+    REQUESTS_DEPLOYMENT, REQUESTS_REQUIREMENTS, REVERSING_DEPLOYMENT, error_of, make_zip, without_results,
 )
 
 PROJECT = "requests-v3"
@@ -32,32 +30,8 @@ EXPECTED = {"text": "ABABAB", "six_version": "1.16.0", "region": "eu-west", "mod
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    config = ubiops.Configuration(host=server.api, api_key={"Authorization": f"Token {server.token}"})
-    client = ubiops.ApiClient(config)
-    bodies = record_responses(client)
-    yield ubiops.CoreApi(client), bodies
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def api(client):
-    return client[0]
-
-
-@pytest.fixture(scope="module")
-def responses(client):
-    """The body of every response the module's client received."""
-    return client[1]
-
-
-def error_of(call, *args, **kwargs):
-    """The status and `error` text of a call that must fail."""
-    with pytest.raises(ApiException) as failure:
-        call(*args, **kwargs)
-    body = json.loads(failure.value.body)
-    assert isinstance(body.get("error"), str) and body["error"], body
-    return failure.value.status, body["error"]
+def api(recording_client):
+    return recording_client[0]
 
 
 def build(api, tmp_path_factory, deployment, version, files=None, **copy):

@@ -17,7 +17,7 @@ import ubiops
 from ubiops.exceptions import ApiException
 
 from shared import (
-    REQUESTS_DEPLOYMENT, REQUESTS_REQUIREMENTS, REVERSING_DEPLOYMENT, make_zip, poll, record_responses,
+    REQUESTS_DEPLOYMENT, REQUESTS_REQUIREMENTS, REVERSING_DEPLOYMENT, error_of, make_zip, poll,
     without_results,
 )
 
@@ -37,29 +37,8 @@ def builds_run(worker):
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    configuration = ubiops.Configuration(host=server.api, api_key={"Authorization": f"Token {server.token}"})
-    client = ubiops.ApiClient(configuration)
-    bodies = record_responses(client)
-    yield ubiops.CoreApi(client), bodies
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def api(client):
-    return client[0]
-
-
-@pytest.fixture(scope="module")
-def responses(client):
-    """The body of every response the module's client received."""
-    return client[1]
-
-
-def error_of(call, *args, **kwargs):
-    with pytest.raises(ApiException) as failure:
-        call(*args, **kwargs)
-    return failure.value.status, json.loads(failure.value.body)["error"]
+def api(recording_client):
+    return recording_client[0]
 
 
 def deploy(api, tmp_path_factory, deployment, version, files):

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -49,13 +50,44 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_for_project))
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 struct CreateQuery {
     /// Seconds the request may take: 1 to 3600, 300 when not given.
     timeout: Option<String>,
     /// Accepted for the newer clients; direct requests have no priority here.
     priority: Option<String>,
+}
+
+/// Read by hand rather than by serde: the official client's streaming
+/// helper sends `timeout` twice (in the URL it builds and again as a
+/// parameter), which is fine as long as both say the same.
+impl<S: Send + Sync> FromRequestParts<S> for CreateQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut query = CreateQuery {
+            timeout: None,
+            priority: None,
+        };
+        let pairs = url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes());
+        for (name, value) in pairs {
+            let slot = match &*name {
+                "timeout" => &mut query.timeout,
+                "priority" => &mut query.priority,
+                _ => continue,
+            };
+            match slot {
+                Some(earlier) if *earlier != value => {
+                    return Err(ApiError::bad_request(format!(
+                        "{name} is given twice, with different values"
+                    )))
+                }
+                _ => *slot = Some(value.into_owned()),
+            }
+        }
+        Ok(query)
+    }
 }
 
 impl CreateQuery {
@@ -118,7 +150,7 @@ async fn create_for_deployment(
     State(state): State<AppState>,
     principal: Principal,
     path: DeploymentName,
-    QueryParams(query): QueryParams<CreateQuery>,
+    query: CreateQuery,
     body: Result<InputBody, ApiError>,
 ) -> ApiResult<Json<CreateResponse>> {
     let target = (&*path.project_name, &*path.deployment_name, None);
@@ -137,7 +169,7 @@ async fn create_for_version(
     State(state): State<AppState>,
     principal: Principal,
     path: VersionName,
-    QueryParams(query): QueryParams<CreateQuery>,
+    query: CreateQuery,
     body: Result<InputBody, ApiError>,
 ) -> ApiResult<Json<CreateResponse>> {
     let target = (
@@ -162,7 +194,7 @@ async fn stream_for_deployment(
     State(state): State<AppState>,
     principal: Principal,
     path: DeploymentName,
-    QueryParams(query): QueryParams<CreateQuery>,
+    query: CreateQuery,
     body: Result<InputBody, ApiError>,
 ) -> ApiResult<Response> {
     let target = (&*path.project_name, &*path.deployment_name, None);
@@ -180,7 +212,7 @@ async fn stream_for_version(
     State(state): State<AppState>,
     principal: Principal,
     path: VersionName,
-    QueryParams(query): QueryParams<CreateQuery>,
+    query: CreateQuery,
     body: Result<InputBody, ApiError>,
 ) -> ApiResult<Response> {
     let target = (
