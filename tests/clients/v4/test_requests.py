@@ -278,12 +278,13 @@ def test_cli_requests_create_shows_the_result(signed_in, api):
     cli = signed_in
     output = cli("deployments", "requests", "create", DEPLOYMENT, "--data", '{"text": "cli", "times": 2}',
                  "--format", "json")
+    # The CLI sends all its --data items of a structured deployment as one
+    # request with a list, so the result is the list of their outputs.
     [answer] = json.loads(output)
-    assert (answer["status"], answer["result"]["text"], answer["result"]["six_version"]) == (
-        "completed", "CLICLI", "1.16.0",
-    ), output
+    [result] = answer["result"]
+    assert (answer["status"], result["text"], result["six_version"]) == ("completed", "CLICLI", "1.16.0"), output
     stored = api.deployment_requests_get(PROJECT, DEPLOYMENT, answer["id"])
-    assert stored.request_data == {"text": "cli", "times": 2}
+    assert stored.request_data == [{"text": "cli", "times": 2}]
 
     plain = cli("deployments", "requests", "create", PLAIN, "-v", "v1", "--data", "abc", "--format", "oneline")
     assert "completed" in plain and '"cba"' in plain, plain
