@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use ubiops_domain::requests::{RequestFilter, RequestListQuery};
 use ubiops_runtime::{DirectRequest, NotServed, Serving};
-use ubiops_storage::{RequestScope, RequestSummary, ServingTarget, StoredRequest};
+use ubiops_storage::{RequestScope, RequestSummary, StoredRequest};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -153,7 +153,7 @@ async fn create_for_deployment(
     query: CreateQuery,
     body: Result<InputBody, ApiError>,
 ) -> ApiResult<Json<CreateResponse>> {
-    let target = (&*path.project_name, &*path.deployment_name, None);
+    let target = path.names();
     create(state, principal, target, query, body)
         .await
         .map(Json)
@@ -172,11 +172,7 @@ async fn create_for_version(
     query: CreateQuery,
     body: Result<InputBody, ApiError>,
 ) -> ApiResult<Json<CreateResponse>> {
-    let target = (
-        &*path.project_name,
-        &*path.deployment_name,
-        Some(&*path.version),
-    );
+    let target = path.names();
     create(state, principal, target, query, body)
         .await
         .map(Json)
@@ -197,7 +193,7 @@ async fn stream_for_deployment(
     query: CreateQuery,
     body: Result<InputBody, ApiError>,
 ) -> ApiResult<Response> {
-    let target = (&*path.project_name, &*path.deployment_name, None);
+    let target = path.names();
     create(state, principal, target, query, body)
         .await
         .map(event_stream)
@@ -215,11 +211,7 @@ async fn stream_for_version(
     query: CreateQuery,
     body: Result<InputBody, ApiError>,
 ) -> ApiResult<Response> {
-    let target = (
-        &*path.project_name,
-        &*path.deployment_name,
-        Some(&*path.version),
-    );
+    let target = path.names();
     create(state, principal, target, query, body)
         .await
         .map(event_stream)
@@ -493,24 +485,71 @@ impl GetQuery {
     }
 }
 
-/// The default version of the deployment, whose requests the deployment's
-/// request endpoints show.
-async fn default_version(state: &AppState, path: &DeploymentName) -> ApiResult<ServingTarget> {
-    Ok(state
-        .store
-        .serving_target(&path.project_name, &path.deployment_name, None)
-        .await?)
+/// The paths of a deployment's requests (those of its default version, as
+/// documented) and of a version's: project, deployment and version names.
+trait RequestsPath {
+    fn names(&self) -> (&str, &str, Option<&str>);
 }
 
-async fn version_of(state: &AppState, path: &VersionName) -> ApiResult<ServingTarget> {
-    Ok(state
-        .store
-        .serving_target(
-            &path.project_name,
-            &path.deployment_name,
-            Some(&path.version),
+impl RequestsPath for DeploymentName {
+    fn names(&self) -> (&str, &str, Option<&str>) {
+        (&self.project_name, &self.deployment_name, None)
+    }
+}
+
+impl RequestsPath for VersionName {
+    fn names(&self) -> (&str, &str, Option<&str>) {
+        (
+            &self.project_name,
+            &self.deployment_name,
+            Some(&self.version),
         )
-        .await?)
+    }
+}
+
+async fn version_id(state: &AppState, path: &impl RequestsPath) -> ApiResult<Uuid> {
+    let (project, deployment, version) = path.names();
+    let target = state
+        .store
+        .serving_target(project, deployment, version)
+        .await?;
+    Ok(target.version_id)
+}
+
+async fn list_of(
+    state: &AppState,
+    path: &impl RequestsPath,
+    query: &ListQuery,
+) -> ApiResult<Json<Vec<RequestListItem>>> {
+    query.filter()?;
+    let version = version_id(state, path).await?;
+    Ok(Json(
+        list(state, RequestScope::Version(version), query).await?,
+    ))
+}
+
+async fn get_one(
+    state: &AppState,
+    path: &impl RequestsPath,
+    query: &GetQuery,
+    id: Result<RequestId, ApiError>,
+) -> ApiResult<Json<RequestDetail>> {
+    let metadata_only = query.metadata_only()?;
+    let version = version_id(state, path).await?;
+    let RequestId(id) = id?;
+    let request = state.store.get_request(version, id).await?;
+    Ok(Json(RequestDetail::new(request, metadata_only)))
+}
+
+async fn delete_one(
+    state: &AppState,
+    path: &impl RequestsPath,
+    id: Result<RequestId, ApiError>,
+) -> ApiResult<StatusCode> {
+    let version = version_id(state, path).await?;
+    let RequestId(id) = id?;
+    state.store.delete_request(version, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list(
@@ -532,11 +571,7 @@ async fn list_for_deployment(
     path: DeploymentName,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<RequestListItem>>> {
-    query.filter()?;
-    let version = default_version(&state, &path).await?;
-    Ok(Json(
-        list(&state, RequestScope::Version(version.version_id), &query).await?,
-    ))
+    list_of(&state, &path, &query).await
 }
 
 /// Requests of one version, newest first.
@@ -549,11 +584,7 @@ async fn list_for_version(
     path: VersionName,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<RequestListItem>>> {
-    query.filter()?;
-    let version = version_of(&state, &path).await?;
-    Ok(Json(
-        list(&state, RequestScope::Version(version.version_id), &query).await?,
-    ))
+    list_of(&state, &path, &query).await
 }
 
 /// The deployment requests of a project, newest first.
@@ -593,11 +624,7 @@ async fn get_for_deployment(
     QueryParams(query): QueryParams<GetQuery>,
     id: Result<RequestId, ApiError>,
 ) -> ApiResult<Json<RequestDetail>> {
-    let metadata_only = query.metadata_only()?;
-    let version = default_version(&state, &path).await?;
-    let RequestId(id) = id?;
-    let request = state.store.get_request(version.version_id, id).await?;
-    Ok(Json(RequestDetail::new(request, metadata_only)))
+    get_one(&state, &path, &query, id).await
 }
 
 /// A request of one version.
@@ -611,11 +638,7 @@ async fn get_for_version(
     QueryParams(query): QueryParams<GetQuery>,
     id: Result<RequestId, ApiError>,
 ) -> ApiResult<Json<RequestDetail>> {
-    let metadata_only = query.metadata_only()?;
-    let version = version_of(&state, &path).await?;
-    let RequestId(id) = id?;
-    let request = state.store.get_request(version.version_id, id).await?;
-    Ok(Json(RequestDetail::new(request, metadata_only)))
+    get_one(&state, &path, &query, id).await
 }
 
 /// Deletes a request of the deployment's default version.
@@ -628,10 +651,7 @@ async fn delete_for_deployment(
     path: DeploymentName,
     id: Result<RequestId, ApiError>,
 ) -> ApiResult<StatusCode> {
-    let version = default_version(&state, &path).await?;
-    let RequestId(id) = id?;
-    state.store.delete_request(version.version_id, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    delete_one(&state, &path, id).await
 }
 
 /// Deletes a request of one version.
@@ -644,8 +664,5 @@ async fn delete_for_version(
     path: VersionName,
     id: Result<RequestId, ApiError>,
 ) -> ApiResult<StatusCode> {
-    let version = version_of(&state, &path).await?;
-    let RequestId(id) = id?;
-    state.store.delete_request(version.version_id, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    delete_one(&state, &path, id).await
 }
