@@ -120,7 +120,7 @@ impl CreateQuery {
 /// The input of a direct request: a string or a list of strings (plain),
 /// an object with the input fields or a list of them (structured).
 #[derive(ToSchema)]
-#[schema(value_type = Object)]
+#[schema(value_type = Value)]
 #[allow(dead_code)]
 struct RequestInput(Value);
 
@@ -133,7 +133,7 @@ struct CreateResponse {
     /// `completed` or `failed`: a direct request has finished when it answers.
     status: &'static str,
     success: bool,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     result: Option<Value>,
     error_message: Option<String>,
     timeout: u64,
@@ -418,9 +418,9 @@ struct RequestDetail {
     time_started: Option<DateTime<Utc>>,
     time_completed: Option<DateTime<Utc>>,
     /// `null` with `metadata_only`, or when the version keeps metadata only.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     request_data: Option<Value>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     result: Option<Value>,
     error_message: Option<String>,
     created_by: String,
