@@ -18,8 +18,7 @@ use ubiops_domain::request_data::{self, Shape};
 use ubiops_domain::requests::RequestStatus;
 use ubiops_domain::secrets::{Keyring, Sealed};
 use ubiops_storage::{
-    CodeVariable, LogTags, NewLogLine, NewRequest, ServingTarget, StorageError, Store,
-    VariableValue,
+    LogTags, NewLogLine, NewRequest, ServingTarget, StorageError, Store, VariableValue,
 };
 use uuid::Uuid;
 
@@ -121,7 +120,6 @@ impl Serving {
     pub async fn direct(&self, request: DirectRequest) -> Result<Answer, NotServed> {
         let target = &request.target;
         let revision = serving_revision(target)?;
-        let variables = self.store.code_variables(target).await?;
         let id = Uuid::new_v4();
         let time_created = Utc::now();
         let call = Call {
@@ -131,14 +129,14 @@ impl Serving {
             context: json!({"id": id, "request_mode": "express"}),
         };
         let prepare = {
-            let serving = self.blueprint_maker(target, revision, &variables);
+            let serving = self.blueprint_maker(target, revision);
             move || serving.boxed()
         };
         let served = self
             .pools
             .call(
                 target.version_id,
-                fingerprint(target, &variables),
+                fingerprint(target),
                 scaling(target),
                 prepare,
                 call,
@@ -324,16 +322,11 @@ impl Serving {
         let Ok(revision) = serving_revision(&target) else {
             return Ok(());
         };
-        let variables = self
-            .store
-            .code_variables(&target)
-            .await
-            .map_err(|error| error.to_string())?;
-        let prepare = self.blueprint_maker(&target, revision, &variables);
+        let prepare = self.blueprint_maker(&target, revision);
         self.pools
             .warm(
                 target.version_id,
-                fingerprint(&target, &variables),
+                fingerprint(&target),
                 scaling(&target),
                 move || prepare.boxed(),
             )
@@ -346,17 +339,15 @@ impl Serving {
         &self,
         target: &ServingTarget,
         revision: RevisionToRun,
-        variables: &[CodeVariable],
     ) -> impl std::future::Future<Output = Result<Blueprint, String>> + Send + 'static {
         let packages = self.packages.clone();
         let keyring = self.keyring.clone();
         let logs = self.logs.clone();
         let settings = self.settings;
         let target = target.clone();
-        let variables = variables.to_vec();
         async move {
             let mut env = hosted_variables(&target);
-            for variable in &variables {
+            for variable in &target.variables {
                 let value = match &variable.value {
                     VariableValue::Plain(value) => value.clone(),
                     VariableValue::Sealed { bytes, key_id } => keyring
@@ -455,7 +446,7 @@ fn hosted_variables(target: &ServingTarget) -> Vec<(String, String)> {
 }
 
 /// Everything an instance is made of: equal for interchangeable instances.
-fn fingerprint(target: &ServingTarget, variables: &[CodeVariable]) -> Fingerprint {
+fn fingerprint(target: &ServingTarget) -> Fingerprint {
     let mut hasher = DefaultHasher::new();
     (
         &target.active_revision,
@@ -466,7 +457,7 @@ fn fingerprint(target: &ServingTarget, variables: &[CodeVariable]) -> Fingerprin
         target.output_type.as_str(),
         &target.language,
         target.memory_mib,
-        variables,
+        &target.variables,
     )
         .hash(&mut hasher);
     Fingerprint(hasher.finish())

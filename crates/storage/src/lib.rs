@@ -66,7 +66,8 @@ pub struct Store {
     /// A small sqlx pool for what needs one: migrations, `LISTEN`, and tests
     /// reading the database directly. Opens connections only when used.
     pool: PgPool,
-    /// The reads GET requests make most, batched across requests.
+    /// The reads GET requests and deployment requests make most, and the
+    /// records of finished requests, batched across requests.
     lookups: Lookups,
 }
 
@@ -76,6 +77,8 @@ struct Lookups {
     version: Batcher<versions::VersionByNames>,
     scope: Batcher<variables::ScopeByNames>,
     variables: Batcher<variables::VariablesOfScope>,
+    serving: Batcher<serving::ServingByNames>,
+    records: Batcher<requests::RecordRequests>,
 }
 
 impl Lookups {
@@ -85,6 +88,8 @@ impl Lookups {
             version: Batcher::start(connections.clone()),
             scope: Batcher::start(connections.clone()),
             variables: Batcher::start(connections.clone()),
+            serving: Batcher::start(connections.clone()),
+            records: Batcher::start(connections.clone()),
         }
     }
 }

@@ -5,12 +5,13 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
-use sqlx::Connection as _;
+use sqlx::{Connection as _, PgConnection};
 use ubiops_domain::request_data::error_message;
 use ubiops_domain::requests::{RequestFilter, RequestStatus, SortOrder};
 use ubiops_domain::version::{RetentionMode, VersionSettings};
 use uuid::Uuid;
 
+use crate::batch::{Keyed, Lookup};
 use crate::error::corrupt;
 use crate::logs::contains_pattern;
 use crate::{Result, StorageError, Store};
@@ -271,10 +272,11 @@ macro_rules! query_summaries {
 }
 
 impl Store {
-    /// Records a finished direct request in one INSERT, kept as its
-    /// retention says: mode `none` (or a time of 0 seconds) stores nothing,
-    /// `metadata` all but the data and the result, `full` everything. It may
-    /// be deleted once its retention time from `time_created` has passed.
+    /// Records a finished direct request, kept as its retention says: mode
+    /// `none` (or a time of 0 seconds) stores nothing, `metadata` all but
+    /// the data and the result, `full` everything. It may be deleted once
+    /// its retention time from `time_created` has passed. Requests recorded
+    /// at the same time share one INSERT, and so one commit.
     ///
     /// A version deleted while its request ran takes the request with it,
     /// as deleting it afterwards would have: nothing is stored then.
@@ -287,57 +289,23 @@ impl Store {
         if new.retention.seconds <= 0 {
             return Ok(());
         }
-        let expires_at = new.time_created + Duration::seconds(i64::from(new.retention.seconds));
         // Sent as JSON text and cast to `json` in the statement: sqlx sends
         // a JSON value as `jsonb`, which cannot hold `\u0000`.
         let data_text = new.request_data.as_ref().map(Value::to_string);
         let result_text = new.result.as_ref().map(Value::to_string);
         let size = |text: &Option<String>| text.as_ref().map(|text| text.len() as i64);
-        let (input_size, output_size) = (size(&data_text), size(&result_text));
-        let (data_text, result_text) = if keep_data {
-            (data_text, result_text)
-        } else {
-            (None, None)
+        let row = RecordRow {
+            input_size: size(&data_text),
+            output_size: size(&result_text),
+            request_data: data_text.filter(|_| keep_data),
+            result: result_text.filter(|_| keep_data),
+            expires_at: new.time_created + Duration::seconds(i64::from(new.retention.seconds)),
+            error_message: new.error_message.as_deref().map(error_message),
+            new: new.clone(),
         };
-        let inserted = sqlx::query!(
-            "INSERT INTO deployment_requests
-                 (id, project_id, deployment_id, version_id, batch, status, success,
-                  time_created, time_started, time_completed, request_data, result,
-                  input_size, output_size, error_message, created_by, origin,
-                  notification_group, timeout_seconds, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::json,
-                     $12::text::json, $13, $14, $15, $16, $17, $18, $19, $20)",
-            new.id,
-            new.project_id,
-            new.deployment_id,
-            new.version_id,
-            new.batch,
-            new.status.as_str(),
-            new.success,
-            new.time_created,
-            new.time_started,
-            new.time_completed,
-            data_text,
-            result_text,
-            input_size,
-            output_size,
-            new.error_message.as_deref().map(error_message),
-            new.created_by,
-            new.origin,
-            new.notification_group,
-            new.timeout_seconds,
-            expires_at,
-        )
-        .execute(&mut *self.connection().await?)
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => Ok(()),
-            Err(error) => Err(error.into()),
-        }
+        self.lookups.records.lookup(row).await.map(drop)
     }
 
-    /// One request of a version.
     pub async fn get_request(&self, version_id: Uuid, id: Uuid) -> Result<StoredRequest> {
         query_stored!("r.id = $2", version_id, id)
             .fetch_optional(&mut *self.connection().await?)
@@ -483,4 +451,92 @@ impl Store {
         .await?;
         Ok(deleted.rows_affected())
     }
+}
+
+/// Records of finished requests, inserted together (see
+/// [`Store::record_request`]).
+pub(crate) struct RecordRequests;
+
+/// A request as it is recorded: its data as JSON text (or not kept).
+pub(crate) struct RecordRow {
+    new: NewRequest,
+    request_data: Option<String>,
+    result: Option<String>,
+    input_size: Option<i64>,
+    output_size: Option<i64>,
+    error_message: Option<String>,
+    expires_at: DateTime<Utc>,
+}
+
+impl Lookup for RecordRequests {
+    type Key = RecordRow;
+    type Row = ();
+
+    async fn fetch(conn: &mut PgConnection, rows: &[RecordRow]) -> Result<Vec<Keyed<()>>> {
+        match insert_records(&mut *conn, rows).await {
+            Ok(()) => {}
+            // One version deleted meanwhile fails the statement for all:
+            // the others go in one by one, and its requests are dropped.
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                for row in rows.chunks(1).filter(|_| rows.len() > 1) {
+                    match insert_records(&mut *conn, row).await {
+                        Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {}
+                        other => other?,
+                    }
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+        Ok((0..rows.len() as i64)
+            .map(|key_index| Keyed { key_index, row: () })
+            .collect())
+    }
+}
+
+async fn insert_records(conn: &mut PgConnection, rows: &[RecordRow]) -> sqlx::Result<()> {
+    fn column<'a, T>(rows: &'a [RecordRow], value: impl Fn(&'a RecordRow) -> T) -> Vec<T> {
+        rows.iter().map(value).collect()
+    }
+    sqlx::query!(
+        "INSERT INTO deployment_requests
+             (id, project_id, deployment_id, version_id, batch, status, success,
+              time_created, time_started, time_completed, request_data, result,
+              input_size, output_size, error_message, created_by, origin,
+              notification_group, timeout_seconds, expires_at)
+         SELECT id, project_id, deployment_id, version_id, batch, status, success,
+                time_created, time_started, time_completed, request_data::json, result::json,
+                input_size, output_size, error_message, created_by, origin::jsonb,
+                notification_group, timeout_seconds, expires_at
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bool[], $6::text[],
+                     $7::bool[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[],
+                     $11::text[], $12::text[], $13::int8[], $14::int8[], $15::text[],
+                     $16::text[], $17::text[], $18::text[], $19::int4[], $20::timestamptz[])
+              AS r(id, project_id, deployment_id, version_id, batch, status, success,
+                   time_created, time_started, time_completed, request_data, result,
+                   input_size, output_size, error_message, created_by, origin,
+                   notification_group, timeout_seconds, expires_at)",
+        &column(rows, |r| r.new.id),
+        &column(rows, |r| r.new.project_id),
+        &column(rows, |r| r.new.deployment_id),
+        &column(rows, |r| r.new.version_id),
+        &column(rows, |r| r.new.batch),
+        &column(rows, |r| r.new.status.as_str()) as &[&str],
+        &column(rows, |r| r.new.success) as &[Option<bool>],
+        &column(rows, |r| r.new.time_created),
+        &column(rows, |r| r.new.time_started) as &[Option<DateTime<Utc>>],
+        &column(rows, |r| r.new.time_completed) as &[Option<DateTime<Utc>>],
+        &column(rows, |r| r.request_data.as_deref()) as &[Option<&str>],
+        &column(rows, |r| r.result.as_deref()) as &[Option<&str>],
+        &column(rows, |r| r.input_size) as &[Option<i64>],
+        &column(rows, |r| r.output_size) as &[Option<i64>],
+        &column(rows, |r| r.error_message.as_deref()) as &[Option<&str>],
+        &column(rows, |r| r.new.created_by.as_str()) as &[&str],
+        &column(rows, |r| r.new.origin.to_string()),
+        &column(rows, |r| r.new.notification_group.as_deref()) as &[Option<&str>],
+        &column(rows, |r| r.new.timeout_seconds),
+        &column(rows, |r| r.expires_at),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -4,10 +4,12 @@
 //! variables the code gets.
 
 use sqlx::types::Json;
+use sqlx::PgConnection;
 use ubiops_domain::deployment::{Field, IoType};
 use ubiops_domain::version::RetentionMode;
 use uuid::Uuid;
 
+use crate::batch::{Keyed, Lookup};
 use crate::deployments::deployment_not_found;
 use crate::error::{corrupt, refuse_nul};
 use crate::projects::project_not_found;
@@ -39,6 +41,8 @@ pub struct ServingTarget {
     pub maximum_queue_size_express: i32,
     /// How the version keeps its requests.
     pub retention: Retention,
+    /// What the code gets in its environment.
+    pub variables: Vec<CodeVariable>,
 }
 
 /// The revision whose code serves a version.
@@ -70,22 +74,54 @@ pub fn no_default_version(deployment_name: &str) -> StorageError {
     ))
 }
 
-impl Store {
-    /// The version `version_name` of the deployment, or its default version
-    /// when `None`; 404 naming whatever is missing.
-    pub async fn serving_target(
-        &self,
-        project_name: &str,
-        deployment_name: &str,
-        version_name: Option<&str>,
-    ) -> Result<ServingTarget> {
-        refuse_nul(&[
-            project_name,
-            deployment_name,
-            version_name.unwrap_or_default(),
-        ])?;
-        let row = sqlx::query!(
-            r#"SELECT p.id AS project_id,
+/// Serving targets by (project, deployment, version or `None` for the
+/// default), each with the variables its code gets: what every request
+/// reads first, so concurrent requests share one query.
+pub(crate) struct ServingByNames;
+
+/// A serving target as read; every column but the project's is absent when
+/// the deployment or version is not found. The variables come as parallel
+/// arrays, the nearest scope's of each name.
+pub(crate) struct ServingRow {
+    key_index: i64,
+    project_id: Uuid,
+    deployment_id: Option<Uuid>,
+    input_type: Option<String>,
+    output_type: Option<String>,
+    input_fields: Option<Json<Vec<Field>>>,
+    output_fields: Option<Json<Vec<Field>>>,
+    version_id: Option<Uuid>,
+    version_name: Option<String>,
+    status: Option<String>,
+    language: Option<String>,
+    memory_allocation: Option<i32>,
+    minimum_instances: Option<i32>,
+    maximum_instances: Option<i32>,
+    maximum_idle_time: Option<i32>,
+    maximum_queue_size_express: Option<i32>,
+    request_retention_mode: Option<String>,
+    request_retention_time: Option<i32>,
+    revision_id: Option<Uuid>,
+    object_key: Option<String>,
+    variable_ids: Option<Vec<Uuid>>,
+    variable_names: Option<Vec<String>>,
+    variable_values: Option<Vec<Option<String>>>,
+    variable_sealed: Option<Vec<Option<Vec<u8>>>>,
+    variable_key_ids: Option<Vec<Option<String>>>,
+}
+
+impl Lookup for ServingByNames {
+    type Key = (String, String, Option<String>);
+    type Row = ServingRow;
+
+    async fn fetch(conn: &mut PgConnection, keys: &[Self::Key]) -> Result<Vec<Keyed<ServingRow>>> {
+        let projects: Vec<&str> = keys.iter().map(|key| key.0.as_str()).collect();
+        let deployments: Vec<&str> = keys.iter().map(|key| key.1.as_str()).collect();
+        let versions: Vec<Option<&str>> = keys.iter().map(|key| key.2.as_deref()).collect();
+        let rows = sqlx::query_as!(
+            ServingRow,
+            r#"SELECT k.ord - 1 AS "key_index!",
+                      p.id AS project_id,
                       d.id AS "deployment_id?",
                       d.input_type AS "input_type?",
                       d.output_type AS "output_type?",
@@ -103,20 +139,75 @@ impl Store {
                       v.request_retention_mode AS "request_retention_mode?",
                       v.request_retention_time AS "request_retention_time?",
                       r.id AS "revision_id?",
-                      r.object_key AS "object_key?"
-               FROM projects p
-               LEFT JOIN deployments d ON d.project_id = p.id AND d.name = $2
+                      r.object_key AS "object_key?",
+                      vars.ids AS "variable_ids?",
+                      vars.names AS "variable_names?",
+                      vars.plain AS "variable_values?: Vec<Option<String>>",
+                      vars.sealed AS "variable_sealed?: Vec<Option<Vec<u8>>>",
+                      vars.key_ids AS "variable_key_ids?: Vec<Option<String>>"
+               FROM unnest($1::text[], $2::text[], $3::text[])
+                    WITH ORDINALITY AS k(project, deployment, version, ord)
+               JOIN projects p ON p.name = k.project
+               LEFT JOIN deployments d ON d.project_id = p.id AND d.name = k.deployment
                LEFT JOIN versions v ON v.deployment_id = d.id
-                    AND v.name = COALESCE($3, d.default_version_name)
+                    AND v.name = COALESCE(k.version, d.default_version_name)
                LEFT JOIN revisions r ON r.id = v.active_revision_id
-               WHERE p.name = $1"#,
+               LEFT JOIN LATERAL (
+                   SELECT array_agg(e.id) AS ids, array_agg(e.name) AS names,
+                          array_agg(e.value) AS plain, array_agg(e.sealed_value) AS sealed,
+                          array_agg(e.key_id) AS key_ids
+                   FROM (SELECT DISTINCT ON (name) id, name, value, sealed_value, key_id
+                         FROM environment_variables
+                         WHERE project_id = p.id
+                           AND (deployment_id IS NULL OR deployment_id = d.id)
+                           AND (version_id IS NULL OR version_id = v.id)
+                         ORDER BY name,
+                                  (deployment_id IS NOT NULL)::int
+                                  + (version_id IS NOT NULL)::int DESC) e
+                   WHERE v.id IS NOT NULL
+               ) vars ON true"#,
+            &projects as &[&str],
+            &deployments as &[&str],
+            &versions as &[Option<&str>],
+        )
+        .fetch_all(conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Keyed {
+                key_index: row.key_index,
+                row,
+            })
+            .collect())
+    }
+}
+
+impl Store {
+    /// The version `version_name` of the deployment, or its default version
+    /// when `None`, with the variables its code gets; 404 naming whatever is
+    /// missing.
+    pub async fn serving_target(
+        &self,
+        project_name: &str,
+        deployment_name: &str,
+        version_name: Option<&str>,
+    ) -> Result<ServingTarget> {
+        refuse_nul(&[
             project_name,
             deployment_name,
-            version_name,
-        )
-        .fetch_optional(&mut *self.connection().await?)
-        .await?
-        .ok_or_else(|| project_not_found(project_name))?;
+            version_name.unwrap_or_default(),
+        ])?;
+        let row = self
+            .lookups
+            .serving
+            .lookup((
+                project_name.to_owned(),
+                deployment_name.to_owned(),
+                version_name.map(str::to_owned),
+            ))
+            .await?
+            .pop()
+            .ok_or_else(|| project_not_found(project_name))?;
         let deployment_id = row
             .deployment_id
             .ok_or_else(|| deployment_not_found(deployment_name))?;
@@ -131,6 +222,7 @@ impl Store {
             IoType::parse(&value)
                 .ok_or_else(|| corrupt("deployment io type", &value, deployment_id))
         };
+        let retention_mode = row.request_retention_mode.unwrap_or_default();
         Ok(ServingTarget {
             project_id: row.project_id,
             project_name: project_name.to_owned(),
@@ -154,50 +246,19 @@ impl Store {
             maximum_idle_time: row.maximum_idle_time.unwrap_or_default(),
             maximum_queue_size_express: row.maximum_queue_size_express.unwrap_or_default(),
             retention: Retention {
-                mode: RetentionMode::parse(
-                    row.request_retention_mode.as_deref().unwrap_or_default(),
-                )
-                .ok_or_else(|| {
-                    corrupt(
-                        "request retention mode",
-                        row.request_retention_mode.as_deref().unwrap_or_default(),
-                        version_id,
-                    )
+                mode: RetentionMode::parse(&retention_mode).ok_or_else(|| {
+                    corrupt("request retention mode", &retention_mode, version_id)
                 })?,
                 seconds: row.request_retention_time.unwrap_or_default(),
             },
+            variables: code_variables(
+                row.variable_ids.unwrap_or_default(),
+                row.variable_names.unwrap_or_default(),
+                row.variable_values.unwrap_or_default(),
+                row.variable_sealed.unwrap_or_default(),
+                row.variable_key_ids.unwrap_or_default(),
+            )?,
         })
-    }
-
-    /// The variables the code of a version gets: project, deployment and
-    /// version variables, the nearest scope winning for each name.
-    pub async fn code_variables(&self, target: &ServingTarget) -> Result<Vec<CodeVariable>> {
-        let rows = sqlx::query!(
-            r#"SELECT DISTINCT ON (name) id, name, value, sealed_value, key_id
-               FROM environment_variables
-               WHERE project_id = $1
-                 AND (deployment_id IS NULL OR deployment_id = $2)
-                 AND (version_id IS NULL OR version_id = $3)
-               ORDER BY name, (deployment_id IS NOT NULL)::int + (version_id IS NOT NULL)::int DESC"#,
-            target.project_id,
-            target.deployment_id,
-            target.version_id,
-        )
-        .fetch_all(&mut *self.connection().await?)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                let value = match (row.value, row.sealed_value, row.key_id) {
-                    (Some(value), None, None) => VariableValue::Plain(value),
-                    (None, Some(bytes), Some(key_id)) => VariableValue::Sealed { bytes, key_id },
-                    _ => return Err(corrupt("variable value", &row.name, row.id)),
-                };
-                Ok(CodeVariable {
-                    name: row.name,
-                    value,
-                })
-            })
-            .collect()
     }
 
     /// Versions that keep instances running without requests
@@ -229,4 +290,27 @@ impl Store {
         .map(|row| (row.version_id, row.revision_id))
         .collect())
     }
+}
+
+/// The variables of a serving row, from its parallel arrays.
+fn code_variables(
+    ids: Vec<Uuid>,
+    names: Vec<String>,
+    values: Vec<Option<String>>,
+    sealed: Vec<Option<Vec<u8>>>,
+    key_ids: Vec<Option<String>>,
+) -> Result<Vec<CodeVariable>> {
+    let columns = values.into_iter().zip(sealed).zip(key_ids);
+    ids.into_iter()
+        .zip(names)
+        .zip(columns)
+        .map(|((id, name), ((value, sealed), key_id))| {
+            let value = match (value, sealed, key_id) {
+                (Some(value), None, None) => VariableValue::Plain(value),
+                (None, Some(bytes), Some(key_id)) => VariableValue::Sealed { bytes, key_id },
+                _ => return Err(corrupt("variable value", &name, id)),
+            };
+            Ok(CodeVariable { name, value })
+        })
+        .collect()
 }

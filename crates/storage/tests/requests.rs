@@ -895,6 +895,30 @@ async fn a_request_of_a_version_deleted_meanwhile_is_not_recorded() {
     assert_eq!(count(&store).await, 0);
 }
 
+#[tokio::test]
+async fn requests_recorded_together_are_kept_when_one_version_is_gone() {
+    let (store, live) = setup().await;
+    let gone = version(&store, "p", "d", "v2").await;
+    let deployment = DeploymentRef {
+        project_id: gone.project_id,
+        id: gone.deployment_id,
+        name: "d",
+    };
+    store
+        .delete_version(deployment, "v2", &actor())
+        .await
+        .unwrap();
+    // Recorded at once, they share statements, which the deleted
+    // version's rows would fail for all.
+    let requests: Vec<NewRequest> = (0..40)
+        .map(|i| request(if i % 2 == 0 { live } else { gone }, i))
+        .collect();
+    let recorded =
+        futures::future::join_all(requests.iter().map(|new| store.record_request(new))).await;
+    assert!(recorded.iter().all(Result::is_ok), "{recorded:?}");
+    assert_eq!(count(&store).await, 20);
+}
+
 async fn count(store: &Store) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM deployment_requests")
         .fetch_one(store.pool())
