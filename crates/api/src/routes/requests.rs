@@ -17,6 +17,8 @@ use serde_json::Value;
 use ubiops_domain::requests::{RequestFilter, RequestListQuery};
 use ubiops_runtime::{DirectRequest, NotServed, Serving};
 use ubiops_storage::{RequestScope, RequestSummary, StoredRequest};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -119,10 +121,30 @@ impl CreateQuery {
 
 /// The input of a direct request: a string or a list of strings (plain),
 /// an object with the input fields or a list of them (structured).
-#[derive(ToSchema)]
-#[schema(value_type = Value)]
-#[allow(dead_code)]
-struct RequestInput(Value);
+struct RequestInput;
+
+impl utoipa::PartialSchema for RequestInput {
+    fn schema() -> RefOr<Schema> {
+        data_schema([]).into()
+    }
+}
+
+impl ToSchema for RequestInput {}
+
+/// Request data and results: a plain deployment's are strings, a
+/// structured one's objects, and either's a list of them for many inputs.
+fn data_schema(types: impl IntoIterator<Item = Type>) -> Object {
+    let mut all = vec![Type::String, Type::Object, Type::Array];
+    all.extend(types);
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter(all))
+        .build()
+}
+
+/// Stored data and results are `null` when not kept.
+fn kept_data_schema() -> Object {
+    data_schema([Type::Null])
+}
 
 /// What a direct request answers.
 #[derive(Serialize, ToSchema)]
@@ -133,7 +155,7 @@ struct CreateResponse {
     /// `completed` or `failed`: a direct request has finished when it answers.
     status: &'static str,
     success: bool,
-    #[schema(value_type = Option<Value>)]
+    #[schema(schema_with = kept_data_schema)]
     result: Option<Value>,
     error_message: Option<String>,
     timeout: u64,
@@ -418,9 +440,9 @@ struct RequestDetail {
     time_started: Option<DateTime<Utc>>,
     time_completed: Option<DateTime<Utc>>,
     /// `null` with `metadata_only`, or when the version keeps metadata only.
-    #[schema(value_type = Option<Value>)]
+    #[schema(schema_with = kept_data_schema)]
     request_data: Option<Value>,
-    #[schema(value_type = Option<Value>)]
+    #[schema(schema_with = kept_data_schema)]
     result: Option<Value>,
     error_message: Option<String>,
     created_by: String,
