@@ -851,15 +851,7 @@ async fn deleting_a_version_or_deployment_deletes_its_requests() {
     record(&store, &request(v1, 0)).await;
     let kept = record(&store, &request(v2, 1)).await;
     let other_request = record(&store, &request(other, 2)).await;
-    let deployment = DeploymentRef {
-        project_id: v1.project_id,
-        id: v1.deployment_id,
-        name: "d",
-    };
-    store
-        .delete_version(deployment, "v1", &actor())
-        .await
-        .unwrap();
+    delete_version(&store, v1, "v1").await;
     assert_eq!(
         listed(&store, RequestScope::Project(v1.project_id), &[]).await,
         vec![other_request, kept]
@@ -879,15 +871,7 @@ async fn deleting_a_version_or_deployment_deletes_its_requests() {
 #[tokio::test]
 async fn a_request_of_a_version_deleted_meanwhile_is_not_recorded() {
     let (store, target) = setup().await;
-    let deployment = DeploymentRef {
-        project_id: target.project_id,
-        id: target.deployment_id,
-        name: "d",
-    };
-    store
-        .delete_version(deployment, "v1", &actor())
-        .await
-        .unwrap();
+    delete_version(&store, target, "v1").await;
     store
         .record_request(&request(target, 0))
         .await
@@ -899,15 +883,7 @@ async fn a_request_of_a_version_deleted_meanwhile_is_not_recorded() {
 async fn requests_recorded_together_are_kept_when_one_version_is_gone() {
     let (store, live) = setup().await;
     let gone = version(&store, "p", "d", "v2").await;
-    let deployment = DeploymentRef {
-        project_id: gone.project_id,
-        id: gone.deployment_id,
-        name: "d",
-    };
-    store
-        .delete_version(deployment, "v2", &actor())
-        .await
-        .unwrap();
+    delete_version(&store, gone, "v2").await;
     // Recorded at once, they share statements, which the deleted
     // version's rows would fail for all.
     let requests: Vec<NewRequest> = (0..40)
@@ -917,6 +893,19 @@ async fn requests_recorded_together_are_kept_when_one_version_is_gone() {
         futures::future::join_all(requests.iter().map(|new| store.record_request(new))).await;
     assert!(recorded.iter().all(Result::is_ok), "{recorded:?}");
     assert_eq!(count(&store).await, 20);
+}
+
+/// Deletes version `name` of deployment `d`.
+async fn delete_version(store: &Store, target: Target, name: &str) {
+    let deployment = DeploymentRef {
+        project_id: target.project_id,
+        id: target.deployment_id,
+        name: "d",
+    };
+    store
+        .delete_version(deployment, name, &actor())
+        .await
+        .unwrap();
 }
 
 async fn count(store: &Store) -> i64 {
