@@ -477,14 +477,15 @@ impl Lookup for RecordRequests {
             Ok(()) => {}
             // One version deleted meanwhile fails the statement for all:
             // the others go in one by one, and its requests are dropped.
-            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
-                for row in rows.chunks(1).filter(|_| rows.len() > 1) {
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() && rows.len() > 1 => {
+                for row in rows.chunks(1) {
                     match insert_records(&mut *conn, row).await {
                         Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {}
                         other => other?,
                     }
                 }
             }
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {}
             Err(error) => return Err(error.into()),
         }
         Ok((0..rows.len() as i64)
