@@ -11,6 +11,7 @@ mod error;
 mod listing;
 mod logs;
 mod projects;
+mod queue;
 mod requests;
 mod revisions;
 mod sealing;
@@ -34,6 +35,7 @@ pub use error::StorageError;
 pub use listing::{Listed, RowStamp, RowVersion};
 pub use logs::{LogLine, LogTags, NewLogLine};
 pub use projects::Project;
+pub use queue::{Claimed, Hold, NewBatch, Outcome, Queued, Recovered, QUEUE_CHANNEL};
 pub use requests::{NewRequest, RequestScope, RequestSummary, Retention, StoredRequest};
 pub use revisions::{
     Build, NewRevision, Revision, StoredFile, TemplateDeployment, Trigger, VersionRef,

@@ -3,110 +3,16 @@
 //! expiry sweep and the cascade from deleted versions and deployments.
 
 mod database;
+mod fixtures;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
-use ubiops_domain::deployment::{IoType, NewDeployment};
 use ubiops_domain::requests::{RequestFilter, RequestListQuery, RequestStatus, SortOrder};
-use ubiops_domain::version::{RetentionMode, VersionSettings};
-use ubiops_domain::version_settings::RuntimeSettings;
-use ubiops_storage::{
-    Actor, DeploymentRef, NewRequest, RequestScope, Retention, StorageError, Store,
-};
+use ubiops_domain::version::RetentionMode;
+use ubiops_storage::{DeploymentRef, NewRequest, RequestScope, Retention, StorageError, Store};
 use uuid::Uuid;
 
-use database::{fresh_store, TestStore};
-
-fn actor() -> Actor {
-    Actor {
-        email: "tester@example.com".to_owned(),
-    }
-}
-
-/// Where requests go: a project, a deployment, a version.
-#[derive(Debug, Clone, Copy)]
-struct Target {
-    project_id: Uuid,
-    deployment_id: Uuid,
-    version_id: Uuid,
-}
-
-fn settings(name: &str) -> VersionSettings {
-    VersionSettings {
-        name: name.to_owned(),
-        language: "python3-11".to_owned(),
-        instance_type: "2048mb".to_owned(),
-        memory_allocation: 2048,
-        maximum_instances: 5,
-        minimum_instances: 0,
-        maximum_idle_time: 300,
-        description: None,
-        labels: Default::default(),
-        monitoring: None,
-        default_notification_group: None,
-        request_retention_time: 604_800,
-        request_retention_mode: RetentionMode::Full,
-        maximum_queue_size_express: 100,
-        maximum_queue_size_batch: 100_000,
-        static_ip: false,
-        restart_request_interruption: false,
-        runtime: RuntimeSettings::default(),
-    }
-}
-
-async fn project(store: &Store, name: &str) -> Uuid {
-    store.create_project(name, "org").await.unwrap().id
-}
-
-async fn deployment(store: &Store, project: &str, name: &str) -> (Uuid, Uuid) {
-    let created = store
-        .create_deployment(
-            project,
-            &NewDeployment {
-                name: name.to_owned(),
-                description: None,
-                input_type: IoType::Plain,
-                output_type: IoType::Plain,
-                input_fields: Vec::new(),
-                output_fields: Vec::new(),
-                labels: Default::default(),
-            },
-            &actor(),
-        )
-        .await
-        .unwrap();
-    (created.project_id, created.id)
-}
-
-async fn version(store: &Store, project: &str, deployment_name: &str, name: &str) -> Target {
-    let (project_id, deployment_id) = store
-        .resolve_deployment(project, deployment_name)
-        .await
-        .unwrap();
-    let deployment = DeploymentRef {
-        project_id,
-        id: deployment_id,
-        name: deployment_name,
-    };
-    let created = store
-        .create_version(deployment, &settings(name), &actor())
-        .await
-        .unwrap();
-    Target {
-        project_id,
-        deployment_id,
-        version_id: created.id,
-    }
-}
-
-/// Project `p`, deployment `d`, version `v1`.
-async fn setup() -> (TestStore, Target) {
-    let store = fresh_store().await;
-    project(&store, "p").await;
-    deployment(&store, "p", "d").await;
-    let target = version(&store, "p", "d", "v1").await;
-    (store, target)
-}
+use fixtures::{actor, deployment, project, settings, setup, version, Target};
 
 fn at(seconds: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 1, 31, 12, 0, 0).unwrap() + Duration::seconds(seconds)
