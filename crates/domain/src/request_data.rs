@@ -96,6 +96,37 @@ pub fn check_input(io_type: IoType, fields: &[Field], data: &Value) -> Result<Sh
     }
 }
 
+/// The most inputs one batch call takes (documented).
+pub const MAX_BATCH_INPUTS: usize = 250;
+
+/// The inputs of a batch request, each checked against the deployment's
+/// input: a list of 1 to [`MAX_BATCH_INPUTS`] of them, or a single one (as
+/// documented). Each becomes a request of its own; one bad input refuses
+/// the whole batch, naming the item.
+pub fn batch_inputs(
+    io_type: IoType,
+    fields: &[Field],
+    data: Value,
+) -> Result<Vec<Value>, InputError> {
+    check_supported(fields, &[])?;
+    let one = one_value(Side::Input, io_type);
+    let inputs = match data {
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    if inputs.is_empty() || inputs.len() > MAX_BATCH_INPUTS {
+        return Err(InputError::Invalid(format!(
+            "a batch holds 1 to {MAX_BATCH_INPUTS} inputs, each {one}; this one holds {}",
+            inputs.len()
+        )));
+    }
+    for (index, item) in inputs.iter().enumerate() {
+        check_one(Side::Input, io_type, fields, item, &one)
+            .map_err(|e| InputError::Invalid(format!("item {}: {e}", index + 1)))?;
+    }
+    Ok(inputs)
+}
+
 /// Checks what the code returned against the deployment's output, for input
 /// of the given shape. Err is the message naming the problem, which becomes
 /// the failed request's `error_message`.
@@ -396,6 +427,51 @@ mod tests {
         let output = check_output(IoType::Structured, &fields, &data, Shape::One);
         assert_eq!(input.is_ok(), output.is_ok(), "{data_type:?} {value}");
         input.is_ok()
+    }
+
+    #[test]
+    fn a_batch_is_a_list_of_single_inputs_or_one_input() {
+        let fields = one_field(DataType::Int);
+        assert_eq!(
+            batch_inputs(IoType::Plain, &[], json!(["a", "b"])).unwrap(),
+            vec![json!("a"), json!("b")]
+        );
+        assert_eq!(
+            batch_inputs(IoType::Plain, &[], json!("a")).unwrap(),
+            vec![json!("a")]
+        );
+        assert_eq!(
+            batch_inputs(IoType::Structured, &fields, json!({"x": 1})).unwrap(),
+            vec![json!({"x": 1})]
+        );
+        let refused =
+            |io_type, fields: &[Field], data: Value| match batch_inputs(io_type, fields, data) {
+                Err(InputError::Invalid(message)) => message,
+                other => panic!("expected a refusal, got {other:?}"),
+            };
+        let message = refused(IoType::Plain, &[], json!(["a", ["b"]]));
+        assert!(message.starts_with("item 2: "), "{message}");
+        let message = refused(IoType::Structured, &fields, json!([{"x": 1}, {"x": "one"}]));
+        assert!(message.starts_with("item 2: "), "{message}");
+        let message = refused(IoType::Plain, &[], json!([]));
+        assert!(message.contains("1 to 250 inputs"), "{message}");
+        assert!(message.ends_with("holds 0"), "{message}");
+        let message = refused(IoType::Plain, &[], json!(vec!["a"; 251]));
+        assert!(message.ends_with("holds 251"), "{message}");
+        assert_eq!(
+            batch_inputs(IoType::Plain, &[], json!(vec!["a"; 250]))
+                .unwrap()
+                .len(),
+            250
+        );
+        assert!(matches!(
+            batch_inputs(
+                IoType::Structured,
+                &one_field(DataType::File),
+                json!({"x": "f"})
+            ),
+            Err(InputError::FileField(_))
+        ));
     }
 
     #[test]
