@@ -39,6 +39,10 @@ pub struct ServingTarget {
     pub maximum_instances: i32,
     pub maximum_idle_time: i32,
     pub maximum_queue_size_express: i32,
+    pub maximum_queue_size_batch: i32,
+    /// Whether a batch request interrupted by the loss of its instance or
+    /// server runs again.
+    pub restart_request_interruption: bool,
     /// How the version keeps its requests.
     pub retention: Retention,
     /// What the code gets in its environment.
@@ -99,6 +103,8 @@ pub(crate) struct ServingRow {
     maximum_instances: Option<i32>,
     maximum_idle_time: Option<i32>,
     maximum_queue_size_express: Option<i32>,
+    maximum_queue_size_batch: Option<i32>,
+    restart_request_interruption: Option<bool>,
     request_retention_mode: Option<String>,
     request_retention_time: Option<i32>,
     revision_id: Option<Uuid>,
@@ -136,6 +142,8 @@ impl Lookup for ServingByNames {
                       v.maximum_instances AS "maximum_instances?",
                       v.maximum_idle_time AS "maximum_idle_time?",
                       v.maximum_queue_size_express AS "maximum_queue_size_express?",
+                      v.maximum_queue_size_batch AS "maximum_queue_size_batch?",
+                      v.restart_request_interruption AS "restart_request_interruption?",
                       v.request_retention_mode AS "request_retention_mode?",
                       v.request_retention_time AS "request_retention_time?",
                       r.id AS "revision_id?",
@@ -245,6 +253,8 @@ impl Store {
             maximum_instances: row.maximum_instances.unwrap_or_default(),
             maximum_idle_time: row.maximum_idle_time.unwrap_or_default(),
             maximum_queue_size_express: row.maximum_queue_size_express.unwrap_or_default(),
+            maximum_queue_size_batch: row.maximum_queue_size_batch.unwrap_or_default(),
+            restart_request_interruption: row.restart_request_interruption.unwrap_or_default(),
             retention: Retention {
                 mode: RetentionMode::parse(&retention_mode).ok_or_else(|| {
                     corrupt("request retention mode", &retention_mode, version_id)
