@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Connection as _;
+use sqlx::{Connection as _, PgConnection};
 use ubiops_domain::request_data::error_message;
 use ubiops_domain::requests::RequestStatus;
 use uuid::Uuid;
@@ -387,59 +387,95 @@ impl Store {
         .await?;
         let mut recovered = Recovered::default();
         for row in stale {
-            let failure = match row.status.as_str() {
+            match row.status.as_str() {
                 "cancelled_pending" => {
                     recovered.cancelled += 1;
-                    None
-                }
-                "pending" => Some(format!(
-                    "The request did not start within its timeout of {} s: no instance of the \
-                     version took it in time",
-                    row.timeout_seconds
-                )),
-                _ if row.restart && row.retries < max_retries => {
-                    sqlx::query!(
-                        "UPDATE deployment_requests SET
-                             status = 'pending', retries = retries + 1, worker_id = NULL,
-                             lease_expires_at = NULL, time_started = NULL,
-                             retry_at = now() + make_interval(secs => $2)
-                         WHERE id = $1",
+                    finalize!(
+                        &mut *tx,
                         row.id,
-                        retry_delay_seconds,
+                        None::<&str>,
+                        RequestStatus::Cancelled.as_str(),
+                        false,
+                        None::<&str>,
+                        None::<i64>,
+                        None::<String>,
                     )
-                    .execute(&mut *tx)
                     .await?;
-                    recovered.requeued += 1;
-                    continue;
                 }
-                _ if row.restart => Some(format!(
-                    "The request was interrupted {} times (its instance or server stopped while \
-                     processing it) and is not retried again",
-                    row.retries + 1
-                )),
-                _ => Some(
-                    "The request was interrupted: its instance or server stopped while processing \
-                     it (the version's restart_request_interruption is off, so it is not retried)"
-                        .to_owned(),
-                ),
-            };
-            if failure.is_some() {
-                recovered.failed += 1;
+                "pending" => {
+                    recovered.failed += 1;
+                    let message = format!(
+                        "The request did not start within its timeout of {} s: no instance of \
+                         the version took it in time",
+                        row.timeout_seconds
+                    );
+                    fail(&mut *tx, row.id, &message).await?;
+                }
+                _ => {
+                    let interruption = Interruption {
+                        id: row.id,
+                        restart: row.restart,
+                        retries: row.retries,
+                        reason: "its instance or server stopped while processing it",
+                    };
+                    if interruption
+                        .settle(&mut *tx, max_retries, retry_delay_seconds)
+                        .await?
+                    {
+                        recovered.requeued += 1;
+                    } else {
+                        recovered.failed += 1;
+                    }
+                }
             }
-            finalize!(
-                &mut *tx,
-                row.id,
-                None::<&str>,
-                RequestStatus::Failed.as_str(),
-                false,
-                None::<&str>,
-                None::<i64>,
-                failure,
-            )
-            .await?;
         }
         tx.commit().await?;
         Ok(recovered)
+    }
+
+    /// Settles a claimed request whose instance was lost midway (`reason`
+    /// says how), as its version's `restart_request_interruption` says: back
+    /// to the queue while it has been interrupted fewer than `max_retries`
+    /// times, failed otherwise. `false` when the claim no longer holds it.
+    pub async fn interrupt_request(
+        &self,
+        claimed: &Claimed,
+        reason: &str,
+        max_retries: i32,
+        retry_delay_seconds: f64,
+    ) -> Result<bool> {
+        let mut connection = self.connection().await?;
+        let mut tx = connection.begin().await?;
+        let row = sqlx::query!(
+            r#"SELECT r.status, r.retries, v.restart_request_interruption AS restart
+               FROM deployment_requests r
+               JOIN versions v ON v.id = r.version_id
+               WHERE r.id = $1 AND r.worker_id = $2
+               FOR UPDATE OF r"#,
+            claimed.id,
+            claimed.claim,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        if row.status == "cancelled_pending" {
+            // Cancelled meanwhile: the cancel wins, nothing runs again.
+            fail(&mut *tx, claimed.id, reason).await?;
+        } else {
+            let interruption = Interruption {
+                id: claimed.id,
+                restart: row.restart,
+                retries: row.retries,
+                reason,
+            };
+            interruption
+                .settle(&mut *tx, max_retries, retry_delay_seconds)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Versions with requests waiting in the queue, by id, with the names a
@@ -459,4 +495,72 @@ impl Store {
         .map(|row| (row.id, row.project, row.deployment, row.version))
         .collect())
     }
+}
+
+/// A processing request that lost its instance or server, with its row
+/// locked by the caller's transaction.
+struct Interruption<'a> {
+    id: Uuid,
+    restart: bool,
+    retries: i32,
+    reason: &'a str,
+}
+
+impl Interruption<'_> {
+    /// Back to the queue (with the interruption counted, claimable after
+    /// the delay) when its version restarts interrupted requests and it has
+    /// tries left; failed, saying why, otherwise. `true` when requeued.
+    async fn settle(
+        &self,
+        conn: &mut PgConnection,
+        max_retries: i32,
+        retry_delay_seconds: f64,
+    ) -> Result<bool> {
+        if self.restart && self.retries < max_retries {
+            sqlx::query!(
+                "UPDATE deployment_requests SET
+                     status = 'pending', retries = retries + 1, worker_id = NULL,
+                     lease_expires_at = NULL, time_started = NULL,
+                     retry_at = now() + make_interval(secs => $2)
+                 WHERE id = $1",
+                self.id,
+                retry_delay_seconds,
+            )
+            .execute(&mut *conn)
+            .await?;
+            return Ok(true);
+        }
+        let message = if self.restart {
+            format!(
+                "The request was interrupted {} times and is not retried again; the last time, {}",
+                self.retries + 1,
+                self.reason
+            )
+        } else {
+            format!(
+                "The request was interrupted: {} (the version's restart_request_interruption is \
+                 off, so it is not retried)",
+                self.reason
+            )
+        };
+        fail(conn, self.id, &message).await?;
+        Ok(false)
+    }
+}
+
+/// Fails a request the caller holds locked (any claim), with `message`; a
+/// request being cancelled becomes `cancelled` instead.
+async fn fail(conn: &mut PgConnection, id: Uuid, message: &str) -> Result<()> {
+    finalize!(
+        conn,
+        id,
+        None::<&str>,
+        RequestStatus::Failed.as_str(),
+        false,
+        None::<&str>,
+        None::<i64>,
+        Some(message),
+    )
+    .await?;
+    Ok(())
 }

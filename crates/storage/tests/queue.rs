@@ -468,3 +468,50 @@ async fn count(store: &Store) -> i64 {
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_request_whose_instance_crashed_runs_again_or_fails_by_its_claim_only() {
+    for restart in [true, false] {
+        let (store, target) =
+            queue_setup(|version| version.restart_request_interruption = restart).await;
+        let queued = store
+            .enqueue_batch(&batch(target, vec![json!("in")], 100))
+            .await
+            .unwrap();
+        let claimed = store
+            .claim_request(target.version_id, Uuid::new_v4(), LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        let stranger = ubiops_storage::Claimed {
+            claim: format!("{}/{}", Uuid::new_v4(), Uuid::new_v4()),
+            ..claimed.clone()
+        };
+        assert!(!store
+            .interrupt_request(&stranger, "its instance crashed (signal 9)", 3, 0.0)
+            .await
+            .unwrap());
+        assert!(store
+            .interrupt_request(&claimed, "its instance crashed (signal 9)", 3, 0.0)
+            .await
+            .unwrap());
+        let stored = store
+            .get_request(target.version_id, queued[0].id)
+            .await
+            .unwrap();
+        if restart {
+            assert_eq!(stored.status, RequestStatus::Pending);
+            assert_eq!(stored.retries, 1);
+            // The old claim cannot finish what is queued again.
+            assert!(!store
+                .finish_request(&claimed, &Outcome::Completed(json!("late")))
+                .await
+                .unwrap());
+        } else {
+            assert_eq!(stored.status, RequestStatus::Failed);
+            let message = stored.error_message.unwrap();
+            assert!(message.contains("signal 9"), "{message}");
+            assert!(message.contains("interrupted"), "{message}");
+        }
+    }
+}

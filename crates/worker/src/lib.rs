@@ -124,7 +124,12 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) {
     let wake = Arc::new(Notify::new());
-    let listener = tokio::spawn(queue::listen(store.clone(), wake.clone(), shutdown.clone()));
+    let listener = tokio::spawn(ubiops_storage::wake_on_notify(
+        store.clone(),
+        ubiops_storage::BUILDS_CHANNEL,
+        wake.clone(),
+        shutdown.clone(),
+    ));
     let process = process_tag();
     let mut slots = Vec::new();
     for slot in 0..config.slots {

@@ -1,48 +1,11 @@
-//! Waiting for builds: the LISTEN connection that wakes idle slots, and each
-//! slot's loop of claiming and running builds.
+//! Each build slot's loop of claiming and running builds.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use tokio::sync::{watch, Notify};
-use ubiops_storage::{ClaimedBuild, Store, BUILDS_CHANNEL};
+use ubiops_storage::ClaimedBuild;
 
 use crate::Worker;
-
-/// Wakes idle slots when a build is queued. If the connection drops, the
-/// listener reconnects; meanwhile the slots still poll.
-pub(crate) async fn listen(store: Store, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        match PgListener::connect_with(store.pool()).await {
-            Ok(mut listener) => {
-                if let Err(error) = listener.listen(BUILDS_CHANNEL).await {
-                    tracing::warn!(%error, "could not LISTEN for builds; polling only");
-                } else {
-                    loop {
-                        tokio::select! {
-                            received = listener.recv() => match received {
-                                Ok(_) => wake.notify_waiters(),
-                                Err(error) => {
-                                    tracing::warn!(%error, "build notifications interrupted; reconnecting");
-                                    break;
-                                }
-                            },
-                            _ = shutdown.changed() => return,
-                        }
-                    }
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "could not connect to LISTEN for builds; retrying")
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
 
 impl Worker {
     /// Claims and runs builds until `shutdown`; when the queue has nothing to
