@@ -650,6 +650,7 @@ async fn a_server_without_the_environment_makes_it_from_the_stored_package_and_s
     let other = ubiops_server::instances::serving(
         &machine,
         Duration::from_secs(60),
+        ubiops_runtime::QueueSettings::default(),
         app.store.clone(),
         app.files.clone(),
         Arc::new(keyring),

@@ -99,6 +99,9 @@ pub enum CallOutcome {
     /// how ("the instance exited with code 3"), with the last line it wrote
     /// to stderr during the call when there is one.
     Crashed(String),
+    /// The server abandoned the call (its request was cancelled, or is no
+    /// longer this server's to finish) and stopped the instance: why.
+    Stopped(String),
 }
 
 /// A line the code printed.

@@ -11,8 +11,9 @@
 //! On it: the pool of each version's instances, with its scaling and
 //! queueing ([`Pools`]), behind the seam that starts instances
 //! ([`Runtime`]; local processes are [`LocalProcesses`]); revisions made
-//! ready to run on this machine ([`Packages`]); and direct requests from
-//! the stored version to its code and back ([`Serving`]).
+//! ready to run on this machine ([`Packages`]); and requests, direct and
+//! from the batch queue, from the stored version to its code and back
+//! ([`Serving`]).
 
 mod instance;
 mod log_writer;
@@ -30,4 +31,4 @@ pub use instance::{
 pub use pool::{Fingerprint, Pools, Refused, Scaling};
 pub use revisions::{Packages, Prepared, RevisionToRun};
 pub use runtime::{Blueprint, EventSink, LocalProcesses, Running, Runtime};
-pub use serving::{Answer, DirectRequest, InstanceSettings, NotServed, Serving};
+pub use serving::{Answer, DirectRequest, InstanceSettings, NotServed, QueueSettings, Serving};

@@ -15,6 +15,7 @@
 //! to the minimum.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,16 @@ pub struct Scaling {
 /// fingerprints mean interchangeable instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub u64);
+
+/// Which requests an instance goes to first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Priority {
+    /// A caller waits on the connection: served first, within the
+    /// version's `maximum_queue_size_express`.
+    Direct,
+    /// From the batch queue: served when no direct request waits.
+    Batch,
+}
 
 /// Why a request got no answer from the code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,21 +107,86 @@ impl Pools {
         call: Call,
         timeout: Duration,
     ) -> Result<CallOutcome, Refused> {
+        let never = std::future::pending();
+        self.run(
+            version,
+            fingerprint,
+            scaling,
+            prepare,
+            call,
+            timeout,
+            Priority::Direct,
+            never,
+        )
+        .await
+    }
+
+    /// [`Pools::call`] for a batch request: it gets an instance after the
+    /// direct requests waiting, and waits without the express queue's
+    /// limit (the batch queue in the database bounds how many wait). When
+    /// `stop` resolves first, the call is abandoned and its instance
+    /// stopped, with the reason `stop` gives (`CallOutcome::Stopped`).
+    pub async fn call_batch(
+        &self,
+        version: Uuid,
+        fingerprint: Fingerprint,
+        scaling: Scaling,
+        prepare: impl FnOnce() -> BoxFuture<'static, Result<Blueprint, String>>,
+        call: Call,
+        timeout: Duration,
+        stop: impl Future<Output = String>,
+    ) -> Result<CallOutcome, Refused> {
+        self.run(
+            version,
+            fingerprint,
+            scaling,
+            prepare,
+            call,
+            timeout,
+            Priority::Batch,
+            stop,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        version: Uuid,
+        fingerprint: Fingerprint,
+        scaling: Scaling,
+        prepare: impl FnOnce() -> BoxFuture<'static, Result<Blueprint, String>>,
+        call: Call,
+        timeout: Duration,
+        priority: Priority,
+        stop: impl Future<Output = String>,
+    ) -> Result<CallOutcome, Refused> {
         let deadline = Instant::now() + timeout;
         let generation = self
             .prepared(version, fingerprint, scaling, prepare)
             .await
             .map_err(Refused::Unprepared)?;
-        let mut instance = generation.acquire(&self.runtime, deadline).await?;
+        tokio::pin!(stop);
+        // Dropping the wait leaves no instance behind: one delivered later
+        // goes to the next caller.
+        let mut instance = tokio::select! {
+            acquired = generation.acquire(&self.runtime, deadline, priority) => acquired?,
+            reason = &mut stop => return Ok(CallOutcome::Stopped(reason)),
+        };
         let left = deadline.saturating_duration_since(Instant::now());
-        let outcome = instance.call(call, left).await;
+        // A call abandoned midway leaves the instance in an unknown state:
+        // it is stopped, as after a timeout.
+        let outcome = tokio::select! {
+            outcome = instance.call(call, left) => outcome,
+            reason = &mut stop => CallOutcome::Stopped(reason),
+        };
         let healthy = matches!(outcome, CallOutcome::Returned(_) | CallOutcome::Raised(_));
         match &outcome {
             CallOutcome::TimedOut => generation.note(
                 Level::Error,
                 "Instance stopped: a request ran past its timeout",
             ),
-            CallOutcome::Crashed(reason) => {
+            CallOutcome::Crashed(reason) | CallOutcome::Stopped(reason) => {
                 generation.note(Level::Error, &format!("Instance stopped: {reason}"))
             }
             _ => {}
@@ -243,9 +319,20 @@ struct State {
     idle: Vec<Idle>,
     /// Starting, busy and idle instances.
     alive: usize,
-    waiting: VecDeque<oneshot::Sender<Result<Box<dyn Running>, String>>>,
+    /// Direct requests waiting for an instance, then batch ones.
+    waiting: VecDeque<Delivery>,
+    batch_waiting: VecDeque<Delivery>,
     retired: bool,
     last_start_failure: Option<(Instant, String)>,
+}
+
+impl State {
+    /// The next request to give an instance: direct ones first.
+    fn next_waiting(&mut self) -> Option<Delivery> {
+        self.waiting
+            .pop_front()
+            .or_else(|| self.batch_waiting.pop_front())
+    }
 }
 
 struct Idle {
@@ -285,6 +372,7 @@ impl Generation {
         self: &Arc<Self>,
         runtime: &Arc<dyn Runtime>,
         deadline: Instant,
+        priority: Priority,
     ) -> Result<Box<dyn Running>, Refused> {
         let scaling = self.scaling();
         let receiver = {
@@ -307,6 +395,8 @@ impl Generation {
             if state.alive < scaling.maximum.max(1) {
                 state.alive += 1;
                 self.spawn_start(runtime, delivery);
+            } else if priority == Priority::Batch {
+                state.batch_waiting.push_back(delivery);
             } else if state.waiting.len() >= scaling.queue_limit {
                 return Err(Refused::QueueFull {
                     limit: scaling.queue_limit,
@@ -376,7 +466,12 @@ impl Generation {
             let mut state = self.state();
             state.alive -= 1;
             state.last_start_failure = Some((Instant::now(), reason.to_owned()));
-            state.waiting.drain(..).collect()
+            let State {
+                waiting,
+                batch_waiting,
+                ..
+            } = &mut *state;
+            waiting.drain(..).chain(batch_waiting.drain(..)).collect()
         };
         for delivery in waiting {
             let _ = delivery.send(Err(reason.to_owned()));
@@ -395,7 +490,7 @@ impl Generation {
         let mut state = self.state();
         if healthy {
             let mut instance = instance;
-            while let Some(delivery) = state.waiting.pop_front() {
+            while let Some(delivery) = state.next_waiting() {
                 match delivery.send(Ok(instance)) {
                     Ok(()) => return,
                     // That request gave up: the next one.
@@ -417,8 +512,8 @@ impl Generation {
             return;
         }
         state.alive -= 1;
-        if !state.waiting.is_empty() && state.alive < self.scaling().maximum.max(1) {
-            if let Some(delivery) = state.waiting.pop_front() {
+        if state.alive < self.scaling().maximum.max(1) {
+            if let Some(delivery) = state.next_waiting() {
                 state.alive += 1;
                 self.spawn_start(runtime, delivery);
             }

@@ -36,6 +36,10 @@ const EXPIRE_EVERY: u64 = 60;
 /// Expired requests removed per statement.
 const EXPIRE_BATCH: i64 = 1000;
 
+mod batch;
+
+pub use batch::QueueSettings;
+
 /// Settings of instances that are the server's, not the version's.
 #[derive(Debug, Clone, Copy)]
 pub struct InstanceSettings {
@@ -51,6 +55,7 @@ pub struct Serving {
     packages: Packages,
     logs: LogWriter,
     settings: InstanceSettings,
+    queue: QueueSettings,
 }
 
 /// A direct request, its input checked.
@@ -91,6 +96,7 @@ impl Serving {
         pools: Pools,
         packages: Packages,
         settings: InstanceSettings,
+        queue: QueueSettings,
     ) -> Serving {
         let logs = LogWriter::start(store.clone());
         Serving {
@@ -100,6 +106,7 @@ impl Serving {
             packages,
             logs,
             settings,
+            queue,
         }
     }
 
@@ -143,65 +150,11 @@ impl Serving {
                 request.timeout,
             )
             .await;
-        let (success, result, error_message) = match served {
-            Ok(CallOutcome::Returned(output)) => {
-                match request_data::check_output(
-                    target.output_type,
-                    &target.output_fields,
-                    &output,
-                    request.shape,
-                ) {
-                    Ok(()) => (true, Some(output), None),
-                    Err(problem) => (
-                        false,
-                        None,
-                        Some(format!("The deployment returned an invalid output: {problem}")),
-                    ),
-                }
-            }
-            Ok(CallOutcome::Raised(error)) => (false, None, Some(error)),
-            Ok(CallOutcome::TimedOut) => (
-                false,
-                None,
-                Some(format!(
-                    "The request did not finish within its timeout of {} s; its instance was stopped",
-                    request.timeout.as_secs()
-                )),
-            ),
-            Ok(CallOutcome::Crashed(reason)) => (
-                false,
-                None,
-                Some(format!("The instance processing the request crashed: {reason}")),
-            ),
-            Err(Refused::QueueFull { limit }) => {
-                return Err(NotServed::Busy(format!(
-                    "Too many requests are waiting for version '{}' of deployment '{}' \
-                     (its maximum_queue_size_express is {limit}): retry later, or raise the \
-                     version's maximum_instances or maximum_queue_size_express",
-                    target.version_name, target.deployment_name
-                )))
-            }
-            Err(Refused::Unstartable(reason)) => (
-                false,
-                None,
-                Some(format!("The deployment could not start: {reason}")),
-            ),
-            Err(Refused::Unprepared(reason)) => (
-                false,
-                None,
-                Some(format!("The deployment's instances could not be prepared: {reason}")),
-            ),
-            Err(Refused::NoInstanceInTime) => (
-                false,
-                None,
-                Some(format!(
-                    "The request did not finish within its timeout of {} s: it waited for a free \
-                     instance all that time (the version has at most {} instances)",
-                    request.timeout.as_secs(),
-                    target.maximum_instances
-                )),
-            ),
-        };
+        let (success, result, error_message) =
+            match settle(served, target, request.shape, request.timeout)? {
+                Settled::Succeeded(output) => (true, Some(output), None),
+                Settled::Failed(message) => (false, None, Some(message)),
+            };
         let error_message = error_message.map(|message| request_data::error_message(&message));
         self.store
             .record_request(&NewRequest {
@@ -240,10 +193,12 @@ impl Serving {
         })
     }
 
-    /// Tends the instances (idle ones stopped, the minimum started, those
-    /// of versions that no longer serve retired) and removes expired
-    /// requests, until `stop` turns true; then stops every instance.
+    /// Runs the batch queue, tends the instances (idle ones stopped, the
+    /// minimum started, those of versions that no longer serve retired) and
+    /// removes expired requests, until `stop` turns true; then, once the
+    /// batch requests in flight are recorded, stops every instance.
     pub async fn maintain(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let queue = tokio::spawn(self.clone().work_queue(stop.clone()));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for round in 0u64.. {
@@ -259,6 +214,7 @@ impl Serving {
                 self.remove_expired_requests().await;
             }
         }
+        let _ = queue.await;
         self.pools.stop_all().await;
     }
 
@@ -416,6 +372,71 @@ impl Serving {
             })
         }
     }
+}
+
+/// How a request to the code ended.
+enum Settled {
+    Succeeded(Value),
+    /// Why it failed, in words for the user.
+    Failed(String),
+}
+
+/// What the code's answer to a request of `shape` means for the request:
+/// its output checked against the deployment's, or why it failed. A full
+/// express queue is no answer: the caller gets it as an error.
+fn settle(
+    served: Result<CallOutcome, Refused>,
+    target: &ServingTarget,
+    shape: Shape,
+    timeout: Duration,
+) -> Result<Settled, NotServed> {
+    let failure = match served {
+        Ok(CallOutcome::Returned(output)) => {
+            return Ok(
+                match request_data::check_output(
+                    target.output_type,
+                    &target.output_fields,
+                    &output,
+                    shape,
+                ) {
+                    Ok(()) => Settled::Succeeded(output),
+                    Err(problem) => Settled::Failed(format!(
+                        "The deployment returned an invalid output: {problem}"
+                    )),
+                },
+            )
+        }
+        Ok(CallOutcome::Raised(error)) => error,
+        Ok(CallOutcome::TimedOut) => format!(
+            "The request did not finish within its timeout of {} s; its instance was stopped",
+            timeout.as_secs()
+        ),
+        Ok(CallOutcome::Crashed(reason)) => {
+            format!("The instance processing the request crashed: {reason}")
+        }
+        Ok(CallOutcome::Stopped(reason)) => {
+            format!("The request was stopped: {reason}")
+        }
+        Err(Refused::QueueFull { limit }) => {
+            return Err(NotServed::Busy(format!(
+                "Too many requests are waiting for version '{}' of deployment '{}' \
+                 (its maximum_queue_size_express is {limit}): retry later, or raise the \
+                 version's maximum_instances or maximum_queue_size_express",
+                target.version_name, target.deployment_name
+            )))
+        }
+        Err(Refused::Unstartable(reason)) => format!("The deployment could not start: {reason}"),
+        Err(Refused::Unprepared(reason)) => {
+            format!("The deployment's instances could not be prepared: {reason}")
+        }
+        Err(Refused::NoInstanceInTime) => format!(
+            "The request did not finish within its timeout of {} s: it waited for a free \
+             instance all that time (the version has at most {} instances)",
+            timeout.as_secs(),
+            target.maximum_instances
+        ),
+    };
+    Ok(Settled::Failed(failure))
 }
 
 /// The revision that serves the target, or why it cannot serve.

@@ -21,6 +21,7 @@ use ubiops_domain::instance_types::InstanceTypeCatalog;
 use ubiops_domain::secrets::Keyring;
 use ubiops_domain::token::validate_email;
 use ubiops_python::interpreters::Version;
+use ubiops_runtime::QueueSettings;
 use url::Url;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -113,6 +114,29 @@ pub struct Config {
         value_parser = setting(lease),
     )]
     pub build_lease: Duration,
+
+    /// How long a lost server's batch requests in processing wait before
+    /// another server settles them (runs them again or fails them).
+    #[arg(
+        long = "request-lease-seconds",
+        env = "UBIOPS_REQUEST_LEASE_SECONDS",
+        value_name = "SECONDS",
+        default_value = "30",
+        value_parser = setting(lease),
+    )]
+    pub request_lease: Duration,
+
+    /// How many times a batch request interrupted by the loss of its
+    /// instance or server runs again, for versions with
+    /// `restart_request_interruption`.
+    #[arg(
+        long = "request-retries",
+        env = "UBIOPS_REQUEST_RETRIES",
+        value_name = "TIMES",
+        default_value = "3",
+        value_parser = setting(|raw| whole(raw, 0..=100, "retries").map(|n| n as i32)),
+    )]
+    pub request_retries: i32,
 
     /// How long log lines are kept; the sweep deletes older ones.
     #[arg(
@@ -352,6 +376,15 @@ pub struct ApiConfig {
 }
 
 impl Config {
+    /// The batch queue's settings on this server.
+    pub fn queue_settings(&self) -> QueueSettings {
+        QueueSettings {
+            lease: self.request_lease,
+            max_retries: self.request_retries,
+            ..QueueSettings::default()
+        }
+    }
+
     /// What clap cannot check one setting at a time.
     pub fn check(&self) -> anyhow::Result<()> {
         if self.bootstrap.token.is_none() && self.bootstrap.email.is_some() {
@@ -609,6 +642,8 @@ mod tests {
         assert_eq!(config.database_pool_size, 16);
         assert_eq!(config.build_workers, 2);
         assert_eq!(config.build_lease, Duration::from_secs(30));
+        assert_eq!(config.request_lease, Duration::from_secs(30));
+        assert_eq!(config.request_retries, 3);
         assert_eq!(config.log_retention, Duration::from_secs(30 * 86_400));
         assert!(config.bootstrap.token.is_none());
         assert!(config.secret_key.is_none());

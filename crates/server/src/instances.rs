@@ -15,15 +15,17 @@ use std::time::Duration;
 use anyhow::Context;
 use ubiops_domain::secrets::Keyring;
 use ubiops_files::FileStore;
-use ubiops_runtime::{InstanceSettings, LocalProcesses, Packages, Pools, Serving};
+use ubiops_runtime::{InstanceSettings, LocalProcesses, Packages, Pools, QueueSettings, Serving};
 use ubiops_storage::Store;
 use ubiops_worker::BuildTools;
 
 /// Serving with the data directory `data_dir` (whose `sandbox/` the build
-/// tools set up) and instances that may take `start_timeout` to start.
+/// tools set up), instances that may take `start_timeout` to start, and the
+/// batch queue's settings.
 pub fn serving(
     data_dir: &Path,
     start_timeout: Duration,
+    queue: QueueSettings,
     store: Store,
     files: FileStore,
     keyring: Arc<Keyring>,
@@ -51,5 +53,6 @@ pub fn serving(
         Pools::new(Arc::new(runtime)),
         packages,
         InstanceSettings { start_timeout },
+        queue,
     ))
 }

@@ -44,6 +44,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let serving = Arc::new(instances::serving(
         &config.data.dir,
         config.builds.instance_start_timeout,
+        config.queue_settings(),
         database.store.clone(),
         files.clone(),
         keyring.clone(),

@@ -14,7 +14,7 @@ use ubiops_domain::instance_types::InstanceTypeCatalog;
 use ubiops_domain::secrets::Keyring;
 use ubiops_domain::token::{generate_token, hash_token};
 use ubiops_files::FileStore;
-use ubiops_runtime::Serving;
+use ubiops_runtime::{QueueSettings, Serving};
 use ubiops_server::config::ApiConfig;
 use ubiops_server::startup::Application;
 use ubiops_storage::Store;
@@ -32,6 +32,9 @@ pub struct TestOptions {
     pub max_upload_bytes: u64,
     /// How long a verified token is trusted without asking the database.
     pub token_cache_ttl: Duration,
+    /// The batch queue's: by default a short lease and poll, so that tests
+    /// of lost servers and instances run quickly.
+    pub queue: QueueSettings,
 }
 
 impl Default for TestOptions {
@@ -40,6 +43,11 @@ impl Default for TestOptions {
             files: None,
             max_upload_bytes: 64 * 1024 * 1024,
             token_cache_ttl: DEFAULT_TOKEN_CACHE_TTL,
+            queue: QueueSettings {
+                lease: Duration::from_secs(2),
+                max_retries: 2,
+                poll_interval: Duration::from_millis(500),
+            },
         }
     }
 }
@@ -137,6 +145,7 @@ impl TestApp {
             ubiops_server::instances::serving(
                 files_dir.path(),
                 INSTANCE_START_TIMEOUT,
+                options.queue,
                 store.clone(),
                 files.clone(),
                 keyring.clone(),

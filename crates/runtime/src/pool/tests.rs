@@ -249,3 +249,85 @@ async fn a_request_that_waits_past_its_timeout_gives_up_and_the_instance_serves_
     );
     assert_eq!(counts.started.load(Ordering::SeqCst), 1);
 }
+
+fn spawn_batch_call(
+    pools: &Arc<Pools>,
+    scaling: Scaling,
+    data: Value,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<Result<CallOutcome, Refused>> {
+    let pools = pools.clone();
+    tokio::spawn(async move {
+        let call = Call {
+            request_id: Uuid::new_v4(),
+            data,
+            many: false,
+            context: Value::Null,
+        };
+        let stop = async move {
+            match stop.await {
+                Ok(()) => "cancelled".to_owned(),
+                Err(_) => std::future::pending().await,
+            }
+        };
+        pools
+            .call_batch(
+                VERSION,
+                Fingerprint(1),
+                scaling,
+                blueprint,
+                call,
+                Duration::from_secs(5),
+                stop,
+            )
+            .await
+    })
+}
+
+#[tokio::test]
+async fn batch_calls_wait_beyond_the_express_limit_and_after_direct_requests() {
+    let (pools, counts) = pools();
+    // One instance, no room in the express queue.
+    let scaling = scaling(0, 1, 0);
+    let busy = spawn_call(&pools, scaling, json!(200));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_keep, never) = tokio::sync::oneshot::channel();
+    let batch = spawn_batch_call(&pools, scaling, json!(0), never);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The direct request is refused (the limit is for direct ones only)...
+    assert_eq!(
+        call(&pools, 1, scaling, json!(0), 5_000).await,
+        Err(Refused::QueueFull { limit: 0 })
+    );
+    // ...but with room, it goes before the batch call that waited longer.
+    let scaling = self::scaling(0, 1, 1);
+    let direct = spawn_call(&pools, scaling, json!(100));
+    busy.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!batch.is_finished(), "the direct request went first");
+    assert_eq!(direct.await.unwrap(), Ok(CallOutcome::Returned(json!(100))));
+    assert_eq!(batch.await.unwrap(), Ok(CallOutcome::Returned(json!(0))));
+    assert_eq!(counts.started.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_stopped_batch_call_stops_its_instance_and_the_next_call_gets_a_new_one() {
+    let (pools, counts) = pools();
+    let scaling = scaling(0, 1, 10);
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let batch = spawn_batch_call(&pools, scaling, json!(2_000), stopped);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    assert_eq!(
+        batch.await.unwrap(),
+        Ok(CallOutcome::Stopped("cancelled".to_owned()))
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(counts.stopped.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        call(&pools, 1, scaling, json!(1), 5_000).await,
+        Ok(CallOutcome::Returned(json!(1)))
+    );
+    assert_eq!(counts.started.load(Ordering::SeqCst), 2);
+    assert_eq!(pools.alive(VERSION), 1);
+}
