@@ -116,7 +116,7 @@ impl Serving {
         let mut stopping = stop.clone();
         let recover_every = (worker.settings.lease / 2).max(Duration::from_millis(500));
         let mut last_recovery: Option<Instant> = None;
-        while !*stopping.borrow() {
+        loop {
             // Registered before looking, so a notification meanwhile is not
             // missed until the next poll.
             let notified = wake.notified();
@@ -131,7 +131,7 @@ impl Serving {
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep(worker.settings.poll_interval) => {}
-                _ = stopping.changed() => {}
+                _ = stopping.wait_for(|stop| *stop) => break,
             }
         }
         while loops.join_next().await.is_some() {}
@@ -214,8 +214,15 @@ impl QueueWorker {
     async fn process(&self, version: &QueuedVersion, claimed: Claimed) {
         let (stop, stopped) = watch::channel(None);
         self.claims().insert(claimed.claim.clone(), stop);
-        let ending = self.run(version, &claimed, stopped).await;
-        self.claims().remove(&claimed.claim);
+        let ending = {
+            // Renewed only while it runs, panics included: a claim left
+            // behind would hold its request forever.
+            let _registered = Registered {
+                worker: self,
+                claim: &claimed.claim,
+            };
+            self.run(version, &claimed, stopped).await
+        };
         let store = &self.serving.store;
         let recorded = match ending {
             Ending::Finished(outcome) => store.finish_request(&claimed, &outcome).await,
@@ -417,6 +424,18 @@ impl QueueWorker {
                 }
             }
         }
+    }
+}
+
+/// Keeps a claim among those renewed for as long as its request runs.
+struct Registered<'a> {
+    worker: &'a QueueWorker,
+    claim: &'a str,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.worker.claims().remove(self.claim);
     }
 }
 
