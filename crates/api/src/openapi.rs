@@ -180,6 +180,7 @@ const PATH_PARAMETERS: &[(&str, &str)] = &[
     ("id", "UUID of the environment variable"),
     ("revision_id", "UUID of the revision"),
     ("build_id", "UUID of the build"),
+    ("request_id", "UUID of the deployment request"),
     ("environment_name", "Name of the environment"),
     ("tag_name", "Name of the environment tag"),
     ("group_id", "UUID of the instance type group"),

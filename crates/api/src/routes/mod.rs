@@ -2,6 +2,7 @@
 //! shapes it returns.
 
 mod audit;
+mod batch_requests;
 mod builds;
 mod deployments;
 mod environments;
@@ -47,6 +48,7 @@ pub fn api_routes(state: AppState) -> OpenApiRouter {
         .merge(instance_types::routes())
         .merge(logs::routes())
         .merge(requests::routes())
+        .merge(batch_requests::routes())
         .route_layer(middleware::from_fn(require_project_access));
     let authenticated = OpenApiRouter::new()
         .merge(projects::routes())

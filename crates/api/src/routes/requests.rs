@@ -61,67 +61,88 @@ struct CreateQuery {
     priority: Option<String>,
 }
 
-/// Read by hand rather than by serde: the official client's streaming
-/// helper sends `timeout` twice (in the URL it builds and again as a
-/// parameter), which is fine as long as both say the same.
 impl<S: Send + Sync> FromRequestParts<S> for CreateQuery {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let mut query = CreateQuery {
-            timeout: None,
-            priority: None,
-        };
-        let pairs = url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes());
-        for (name, value) in pairs {
-            let slot = match &*name {
-                "timeout" => &mut query.timeout,
-                "priority" => &mut query.priority,
-                _ => continue,
-            };
-            match slot {
-                Some(earlier) if *earlier != value => {
-                    return Err(ApiError::bad_request(format!(
-                        "{name} is given twice, with different values"
-                    )))
-                }
-                _ => *slot = Some(value.into_owned()),
-            }
-        }
-        Ok(query)
+        let [timeout, priority] = query_values(parts, ["timeout", "priority"])?;
+        Ok(CreateQuery { timeout, priority })
     }
 }
 
 impl CreateQuery {
     fn timeout(&self) -> ApiResult<Duration> {
-        let Some(raw) = &self.timeout else {
-            return Ok(Duration::from_secs(DEFAULT_TIMEOUT_SECONDS));
-        };
-        match raw.trim().parse::<u64>() {
-            Ok(seconds @ 1..=MAX_TIMEOUT_SECONDS) => Ok(Duration::from_secs(seconds)),
-            _ => Err(ApiError::bad_request(format!(
-                "timeout must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECONDS}, not '{}'",
-                raw.chars().take(40).collect::<String>()
-            ))),
-        }
-    }
-
-    fn check_priority(&self) -> ApiResult<()> {
-        match &self.priority {
-            Some(raw) if raw.trim().parse::<u8>().map_or(true, |p| p > 1) => {
-                Err(ApiError::bad_request(format!(
-                    "priority must be 0 (high) or 1 (standard), not '{}'",
-                    raw.chars().take(40).collect::<String>()
-                )))
-            }
-            _ => Ok(()),
-        }
+        parse_timeout(
+            self.timeout.as_deref(),
+            DEFAULT_TIMEOUT_SECONDS,
+            MAX_TIMEOUT_SECONDS,
+        )
     }
 }
 
-/// The input of a direct request: a string or a list of strings (plain),
-/// an object with the input fields or a list of them (structured).
-struct RequestInput;
+/// The values of the query parameters `names`, read by hand rather than by
+/// serde: the official client's streaming helper sends `timeout` twice (in
+/// the URL it builds and again as a parameter), which is fine as long as
+/// both say the same. Other parameters are ignored.
+pub(super) fn query_values<const N: usize>(
+    parts: &Parts,
+    names: [&str; N],
+) -> ApiResult<[Option<String>; N]> {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+    let pairs = url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes());
+    for (name, value) in pairs {
+        let Some(slot) = names
+            .iter()
+            .position(|known| *known == name)
+            .map(|index| &mut values[index])
+        else {
+            continue;
+        };
+        match slot {
+            Some(earlier) if *earlier != value => {
+                return Err(ApiError::bad_request(format!(
+                    "{name} is given twice, with different values"
+                )))
+            }
+            _ => *slot = Some(value.into_owned()),
+        }
+    }
+    Ok(values)
+}
+
+/// A request's `timeout` query parameter: whole seconds from 1 to `max`,
+/// `default` when not given.
+pub(super) fn parse_timeout(raw: Option<&str>, default: u64, max: u64) -> ApiResult<Duration> {
+    let Some(raw) = raw else {
+        return Ok(Duration::from_secs(default));
+    };
+    match raw.trim().parse::<u64>() {
+        Ok(seconds) if (1..=max).contains(&seconds) => Ok(Duration::from_secs(seconds)),
+        _ => Err(ApiError::bad_request(format!(
+            "timeout must be a whole number of seconds from 1 to {max}, not '{}'",
+            raw.chars().take(40).collect::<String>()
+        ))),
+    }
+}
+
+/// The newer clients' `priority` query parameter: 0 (high) or 1 (standard).
+/// Checked, so that a typo is not silently taken for a priority, but
+/// without effect here (see docs/API-DECISIONS.md).
+pub(super) fn check_priority(raw: Option<&str>) -> ApiResult<()> {
+    match raw {
+        Some(raw) if raw.trim().parse::<u8>().map_or(true, |p| p > 1) => {
+            Err(ApiError::bad_request(format!(
+                "priority must be 0 (high) or 1 (standard), not '{}'",
+                raw.chars().take(40).collect::<String>()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The input of a request: a string or a list of strings (plain), an
+/// object with the input fields or a list of them (structured).
+pub(super) struct RequestInput;
 
 impl utoipa::PartialSchema for RequestInput {
     fn schema() -> RefOr<Schema> {
@@ -245,9 +266,9 @@ fn event_stream(answer: CreateResponse) -> Response {
     ([(header::CONTENT_TYPE, "text/event-stream")], line).into_response()
 }
 
-/// The input of a direct request: a JSON body, or the text of a
+/// The input of a direct or batch request: a JSON body, or the text of a
 /// `text/plain` one, which is how the clients send a single plain string.
-struct InputBody(Value);
+pub(super) struct InputBody(pub(super) Value);
 
 impl<S: Send + Sync> FromRequest<S> for InputBody {
     type Rejection = ApiError;
@@ -303,7 +324,7 @@ async fn create(
     body: Result<InputBody, ApiError>,
 ) -> ApiResult<CreateResponse> {
     let timeout = query.timeout()?;
-    query.check_priority()?;
+    check_priority(query.priority.as_deref())?;
     let InputBody(data) = body?;
     let target = state
         .store
@@ -430,7 +451,7 @@ struct ProjectRequestItem {
 
 /// One stored request.
 #[derive(Serialize, ToSchema)]
-struct RequestDetail {
+pub(super) struct RequestDetail {
     id: Uuid,
     deployment: String,
     version: String,
@@ -456,7 +477,7 @@ struct RequestDetail {
 }
 
 impl RequestDetail {
-    fn new(request: StoredRequest, metadata_only: bool) -> Self {
+    pub(super) fn new(request: StoredRequest, metadata_only: bool) -> Self {
         let (request_data, result) = if metadata_only {
             (None, None)
         } else {
@@ -509,7 +530,7 @@ impl GetQuery {
 
 /// The paths of a deployment's requests (those of its default version, as
 /// documented) and of a version's: project, deployment and version names.
-trait RequestsPath {
+pub(super) trait RequestsPath {
     fn names(&self) -> (&str, &str, Option<&str>);
 }
 
@@ -529,7 +550,7 @@ impl RequestsPath for VersionName {
     }
 }
 
-async fn version_id(state: &AppState, path: &impl RequestsPath) -> ApiResult<Uuid> {
+pub(super) async fn version_id(state: &AppState, path: &impl RequestsPath) -> ApiResult<Uuid> {
     let (project, deployment, version) = path.names();
     let target = state
         .store
