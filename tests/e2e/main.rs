@@ -6,6 +6,7 @@ mod abandoned;
 mod audit;
 mod auth;
 mod bad_input;
+mod batch;
 mod batching;
 mod builds;
 mod cli;
