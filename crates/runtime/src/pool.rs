@@ -126,6 +126,7 @@ impl Pools {
     /// limit (the batch queue in the database bounds how many wait). When
     /// `stop` resolves first, the call is abandoned and its instance
     /// stopped, with the reason `stop` gives (`CallOutcome::Stopped`).
+    #[allow(clippy::too_many_arguments)] // `call`'s, and the stop
     pub async fn call_batch(
         &self,
         version: Uuid,
@@ -149,7 +150,7 @@ impl Pools {
         .await
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // `call_batch`'s, and the priority
     async fn run(
         &self,
         version: Uuid,

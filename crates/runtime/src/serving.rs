@@ -122,6 +122,12 @@ impl Serving {
             .map_err(|error| NotServed::Rejected(error.message()))
     }
 
+    /// Whether the target's version serves: refused up front, rather than
+    /// queued to fail later.
+    pub fn check_servable(target: &ServingTarget) -> Result<(), NotServed> {
+        serving_revision(target).map(drop)
+    }
+
     /// Runs a direct request to its end; the answer says whether the code
     /// succeeded.
     pub async fn direct(&self, request: DirectRequest) -> Result<Answer, NotServed> {

@@ -409,7 +409,7 @@ impl Store {
                          the version took it in time",
                         row.timeout_seconds
                     );
-                    fail(&mut *tx, row.id, &message).await?;
+                    fail(&mut tx, row.id, &message).await?;
                 }
                 _ => {
                     let interruption = Interruption {
@@ -419,7 +419,7 @@ impl Store {
                         reason: "its instance or server stopped while processing it",
                     };
                     if interruption
-                        .settle(&mut *tx, max_retries, retry_delay_seconds)
+                        .settle(&mut tx, max_retries, retry_delay_seconds)
                         .await?
                     {
                         recovered.requeued += 1;
@@ -462,7 +462,7 @@ impl Store {
         };
         if row.status == "cancelled_pending" {
             // Cancelled meanwhile: the cancel wins, nothing runs again.
-            fail(&mut *tx, claimed.id, reason).await?;
+            fail(&mut tx, claimed.id, reason).await?;
         } else {
             let interruption = Interruption {
                 id: claimed.id,
@@ -471,7 +471,7 @@ impl Store {
                 reason,
             };
             interruption
-                .settle(&mut *tx, max_retries, retry_delay_seconds)
+                .settle(&mut tx, max_retries, retry_delay_seconds)
                 .await?;
         }
         tx.commit().await?;

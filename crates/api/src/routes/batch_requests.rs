@@ -19,14 +19,15 @@ use serde_json::{json, Value};
 use ubiops_domain::request_data::{self, InputError};
 use ubiops_domain::requests::RequestStatus;
 use ubiops_domain::version::MAX_NOTIFICATION_GROUP_LENGTH;
-use ubiops_storage::{NewBatch, ServingTarget};
+use ubiops_runtime::Serving;
+use ubiops_storage::NewBatch;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::requests::{
-    check_priority, parse_timeout, query_values, version_id, InputBody, RequestDetail,
+    check_priority, not_served, parse_timeout, query_values, version_id, InputBody, RequestDetail,
     RequestInput, RequestsPath, MAX_REQUEST_BODY_BYTES,
 };
 use crate::auth::Principal;
@@ -185,7 +186,8 @@ async fn create(
         .map_err(input_error)?;
     let inputs = request_data::batch_inputs(target.input_type, &target.input_fields, data)
         .map_err(input_error)?;
-    check_servable(&target)?;
+    // Refused up front, rather than queued to fail later.
+    Serving::check_servable(&target).map_err(not_served)?;
     let queued = state
         .store
         .enqueue_batch(&NewBatch {
@@ -220,22 +222,6 @@ async fn create(
 
 fn input_error(error: InputError) -> ApiError {
     ApiError::bad_request(error.message())
-}
-
-/// The rule and the message of direct requests (`serving_revision` in
-/// crates/runtime): a version serves once a build has given it an active
-/// revision, also while a newer build runs. Refused up front, rather than
-/// queued to fail later, so the caller learns it at once.
-fn check_servable(target: &ServingTarget) -> ApiResult<()> {
-    let serving = matches!(target.status.as_str(), "available" | "building");
-    if serving && target.active_revision.is_some() {
-        return Ok(());
-    }
-    Err(ApiError::bad_request(format!(
-        "Version '{}' of deployment '{}' is not available (its status is '{}'): upload a \
-         deployment package and wait for its build to succeed",
-        target.version_name, target.deployment_name, target.status
-    )))
 }
 
 /// The body of collect and delete: a JSON list of at most [`MAX_IDS`]

@@ -359,7 +359,7 @@ async fn create(
     })
 }
 
-fn not_served(error: NotServed) -> ApiError {
+pub(super) fn not_served(error: NotServed) -> ApiError {
     match error {
         NotServed::Rejected(message) => ApiError::bad_request(message),
         NotServed::Busy(message) => ApiError::Client(StatusCode::TOO_MANY_REQUESTS, message),
