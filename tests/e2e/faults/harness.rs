@@ -256,6 +256,23 @@ impl Process {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Its process id, as its children see it (`os.getppid()`).
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("the process is running") as i32
+    }
+
+    /// Sends `signal` (SIGSTOP to freeze it, SIGCONT to let it go on).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child, which has not been reaped.
+        let sent = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(
+            sent,
+            0,
+            "signal {signal}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 pub struct Server {

@@ -4,6 +4,7 @@
 //! the database and storage must be consistent and nothing may be lost. Leases
 //! are set short (UBIOPS_*_LEASE_SECONDS) so that recovery takes seconds.
 
+mod batch;
 mod harness;
 
 use std::sync::atomic::{AtomicBool, Ordering};
