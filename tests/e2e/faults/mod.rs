@@ -360,7 +360,8 @@ async fn object_storage_outage_gives_503_records_nothing_and_recovers() {
     let zip = deployment_zip();
     let (status, uploaded) = server.upload("v1", zip.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{uploaded}");
-    rig.wait_for_build_status(&["success"], Duration::from_secs(30))
+    // Generous: the other fault tests run their servers meanwhile.
+    rig.wait_for_build_status(&["success"], Duration::from_secs(120))
         .await;
     let download = format!(
         "/projects/p/deployments/d/versions/v1/revisions/{}/download",
