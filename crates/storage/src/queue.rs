@@ -321,17 +321,7 @@ impl Store {
             RequestStatus::parse(&status).ok_or_else(|| corrupt("request status", &status, id))?;
         let now = match status {
             RequestStatus::Pending => {
-                finalize!(
-                    &mut *tx,
-                    id,
-                    None::<&str>,
-                    RequestStatus::Cancelled.as_str(),
-                    false,
-                    None::<&str>,
-                    None::<i64>,
-                    None::<String>,
-                )
-                .await?;
+                cancel(&mut tx, id).await?;
                 RequestStatus::Cancelled
             }
             RequestStatus::Processing => {
@@ -390,17 +380,7 @@ impl Store {
             match row.status.as_str() {
                 "cancelled_pending" => {
                     recovered.cancelled += 1;
-                    finalize!(
-                        &mut *tx,
-                        row.id,
-                        None::<&str>,
-                        RequestStatus::Cancelled.as_str(),
-                        false,
-                        None::<&str>,
-                        None::<i64>,
-                        None::<String>,
-                    )
-                    .await?;
+                    cancel(&mut tx, row.id).await?;
                 }
                 "pending" => {
                     recovered.failed += 1;
@@ -546,6 +526,22 @@ impl Interruption<'_> {
         fail(conn, self.id, &message).await?;
         Ok(false)
     }
+}
+
+/// Cancels a request the caller holds locked (any claim).
+async fn cancel(conn: &mut PgConnection, id: Uuid) -> Result<()> {
+    finalize!(
+        conn,
+        id,
+        None::<&str>,
+        RequestStatus::Cancelled.as_str(),
+        false,
+        None::<&str>,
+        None::<i64>,
+        None::<String>,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Fails a request the caller holds locked (any claim), with `message`; a
