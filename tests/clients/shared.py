@@ -143,3 +143,77 @@ def error_of(call, *args, **kwargs):
     body = json.loads(failure.value.body)
     assert isinstance(body.get("error"), str) and body["error"], body
     return failure.value.status, body["error"]
+
+
+# --- batch requests (v3/test_batch.py, v4/test_batch.py) ------------------------------
+
+# A plain deployment for the batch suites: the input upper-cased; an input
+# `sleep <seconds> ...` sleeps first, `fail ...` raises.
+BATCH_DEPLOYMENT = '''\
+import time
+
+
+class Deployment:
+    def __init__(self, base_directory, context):
+        pass
+
+    def request(self, data):
+        words = data.split()
+        if words[0] == "sleep":
+            time.sleep(float(words[1]))
+        if words[0] == "fail":
+            raise ValueError(f"asked to fail: {data}")
+        return data.upper()
+'''
+# 250 inputs (the most one batch takes), five of them failing on purpose.
+BATCH_INPUTS = [f"fail {i}" if i % 50 == 7 else f"item {i}" for i in range(250)]
+FINISHED_REQUEST = {"completed", "failed", "cancelled"}
+
+
+def upload_and_build(api, project, deployment, version, path, timeout=300):
+    """Uploads the zip at `path` with either client and waits for the build:
+    the version is `building` from the upload on, `available` once it succeeded."""
+    api.revisions_file_upload(project, deployment, version, file=str(path))
+    status = poll(
+        lambda: api.deployment_versions_get(project, deployment, version).status,
+        lambda status: status != "building",
+        timeout=timeout,
+    )
+    assert status == "available", f"{deployment} {version} is {status} after its build"
+
+
+def collect(api, project, deployment, ids, version=None):
+    """The requests `ids` by collect (the deployment's, or the version's),
+    250 at a time: {id: detail}, each id answered once."""
+    details = {}
+    for start in range(0, len(ids), 250):
+        chunk = ids[start:start + 250]
+        if version is None:
+            answer = api.deployment_requests_batch_get(project, deployment, chunk)
+        else:
+            answer = api.deployment_version_requests_batch_get(project, deployment, version, chunk)
+        got = [detail.id for detail in answer]
+        assert sorted(got) == sorted(set(chunk)), f"collect answered {got} for {chunk}"
+        details.update((detail.id, detail) for detail in answer)
+    return details
+
+
+def collect_until(api, project, deployment, ids, statuses=FINISHED_REQUEST, version=None, timeout=120):
+    """Collects `ids` until each one's status is in `statuses`; returns {id: detail}."""
+    return poll(
+        lambda: collect(api, project, deployment, ids, version),
+        lambda details: all(detail.status in statuses for detail in details.values()),
+        timeout=timeout,
+    )
+
+
+def assert_done_as_asked(detail, data):
+    """A batch request of BATCH_DEPLOYMENT finished as its input `data` asked."""
+    assert detail.request_data == data, detail
+    if data.startswith("fail"):
+        assert (detail.status, detail.success, detail.result) == ("failed", False, None), detail
+        assert f"asked to fail: {data}" in detail.error_message, detail
+    else:
+        assert (detail.status, detail.success, detail.error_message) == ("completed", True, None), detail
+        assert detail.result == data.upper(), detail
+    assert detail.time_created <= detail.time_started <= detail.time_completed, detail
