@@ -37,7 +37,9 @@ pub use listing::{Listed, RowStamp, RowVersion};
 pub use logs::{LogLine, LogTags, NewLogLine};
 pub use notifications::wake_on_notify;
 pub use projects::Project;
-pub use queue::{Claimed, Hold, NewBatch, Outcome, Queued, Recovered, QUEUE_CHANNEL};
+pub use queue::{
+    Claimed, Hold, NewBatch, Outcome, Queued, Recovered, CANCEL_CHANNEL, QUEUE_CHANNEL,
+};
 pub use requests::{NewRequest, RequestScope, RequestSummary, Retention, StoredRequest};
 pub use revisions::{
     Build, NewRevision, Revision, StoredFile, TemplateDeployment, Trigger, VersionRef,
@@ -48,8 +50,9 @@ pub use tokens::{BootstrapOutcome, TokenListing, TokenRecord};
 pub use variables::{ScopeStamp, Variable, VariableScope};
 pub use versions::{DeploymentRef, ResolvedVersion, Version};
 
-/// The auxiliary pool's size: one `LISTEN`, a migration, a test's reads.
-const AUXILIARY_CONNECTIONS: u32 = 4;
+/// The auxiliary pool's size: the `LISTEN`s of the build workers and of
+/// the batch queue, a migration, a test's reads.
+const AUXILIARY_CONNECTIONS: u32 = 5;
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 

@@ -9,27 +9,31 @@ use tokio::sync::{watch, Notify};
 
 use crate::Store;
 
-/// Wakes `wake`'s waiters whenever `channel` is notified, until `shutdown`
-/// changes. If the connection drops, it reconnects; meanwhile the waiters
-/// must still poll.
+/// Wakes the waiters of each channel's `Notify` whenever the channel is
+/// notified, until `shutdown` changes; one connection listens to them all.
+/// If the connection drops, it reconnects; meanwhile the waiters must still
+/// poll.
 pub async fn wake_on_notify(
     store: Store,
-    channel: &'static str,
-    wake: Arc<Notify>,
+    channels: Vec<(&'static str, Arc<Notify>)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let names: Vec<&str> = channels.iter().map(|(name, _)| *name).collect();
     loop {
         match PgListener::connect_with(store.pool()).await {
             Ok(mut listener) => {
-                if let Err(error) = listener.listen(channel).await {
-                    tracing::warn!(%error, channel, "could not LISTEN; polling only");
+                if let Err(error) = listener.listen_all(names.iter().copied()).await {
+                    tracing::warn!(%error, ?names, "could not LISTEN; polling only");
                 } else {
                     loop {
                         tokio::select! {
                             received = listener.recv() => match received {
-                                Ok(_) => wake.notify_waiters(),
+                                Ok(notification) => channels
+                                    .iter()
+                                    .filter(|(name, _)| *name == notification.channel())
+                                    .for_each(|(_, wake)| wake.notify_waiters()),
                                 Err(error) => {
-                                    tracing::warn!(%error, channel, "notifications interrupted; reconnecting");
+                                    tracing::warn!(%error, ?names, "notifications interrupted; reconnecting");
                                     break;
                                 }
                             },
@@ -39,7 +43,7 @@ pub async fn wake_on_notify(
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, channel, "could not connect to LISTEN; retrying")
+                tracing::warn!(%error, ?names, "could not connect to LISTEN; retrying")
             }
         }
         tokio::select! {

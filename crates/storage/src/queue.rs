@@ -24,6 +24,10 @@ use crate::{Result, StorageError, Store};
 /// The channel a queued batch notifies, with its version's id as payload.
 pub const QUEUE_CHANNEL: &str = "deployment_requests";
 
+/// The channel a cancel of a processing request notifies, so that its
+/// worker stops it at once rather than at its next lease renewal.
+pub const CANCEL_CHANNEL: &str = "deployment_request_cancels";
+
 /// Batch requests to queue for one version: all of them, or none.
 #[derive(Debug, Clone)]
 pub struct NewBatch {
@@ -331,6 +335,9 @@ impl Store {
                 )
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query!("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
                 RequestStatus::CancelledPending
             }
             RequestStatus::CancelledPending => RequestStatus::CancelledPending,

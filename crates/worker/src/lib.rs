@@ -126,8 +126,7 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     let listener = tokio::spawn(ubiops_storage::wake_on_notify(
         store.clone(),
-        ubiops_storage::BUILDS_CHANNEL,
-        wake.clone(),
+        vec![(ubiops_storage::BUILDS_CHANNEL, wake.clone())],
         shutdown.clone(),
     ));
     let process = process_tag();

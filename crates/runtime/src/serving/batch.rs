@@ -5,10 +5,10 @@
 //! with a queue, up to `maximum_instances` loops that each claim a request,
 //! run it on the version's pool (after the direct requests waiting there)
 //! and record its outcome. While a request runs, its claim's lease is
-//! renewed; a renewal that finds the request cancelled, or the claim lost
-//! (the lease ran out meanwhile), stops the call and its instance. The
-//! recovery sweep of every server settles the requests of claims whose
-//! lease ran out: a server or instance gone.
+//! renewed (at once when a request is cancelled); a renewal that finds the
+//! request cancelled, or the claim lost (the lease ran out meanwhile), stops
+//! the call and its instance. The recovery sweep of every server settles
+//! the requests of claims whose lease ran out: a server or instance gone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use ubiops_domain::request_data::{self, Shape};
-use ubiops_storage::{Claimed, Hold, Outcome, StorageError, QUEUE_CHANNEL};
+use ubiops_storage::{Claimed, Hold, Outcome, StorageError, CANCEL_CHANNEL, QUEUE_CHANNEL};
 use uuid::Uuid;
 
 use super::{fingerprint, scaling, serving_revision, settle, Serving, Settled};
@@ -105,13 +105,17 @@ impl Serving {
             claims: Mutex::new(HashMap::new()),
         });
         let wake = Arc::new(Notify::new());
+        // A cancel renews the claims at once: the renewal finds it.
+        let cancelled = Arc::new(Notify::new());
         let listener = tokio::spawn(ubiops_storage::wake_on_notify(
             worker.serving.store.clone(),
-            QUEUE_CHANNEL,
-            wake.clone(),
+            vec![
+                (QUEUE_CHANNEL, wake.clone()),
+                (CANCEL_CHANNEL, cancelled.clone()),
+            ],
             stop.clone(),
         ));
-        let renewals = tokio::spawn(worker.clone().renew_claims());
+        let renewals = tokio::spawn(worker.clone().renew_claims(cancelled));
         let mut loops = JoinSet::new();
         let mut stopping = stop.clone();
         let recover_every = (worker.settings.lease / 2).max(Duration::from_millis(500));
@@ -343,16 +347,20 @@ impl QueueWorker {
         }
     }
 
-    /// Renews the leases of the claims in flight, a few times per lease;
-    /// stops the calls of those cancelled or lost. When renewals fail for a
-    /// whole lease, every claim is as good as lost.
-    async fn renew_claims(self: Arc<Self>) {
+    /// Renews the leases of the claims in flight, a few times per lease
+    /// and whenever a request is cancelled; stops the calls of those
+    /// cancelled or lost. When renewals fail for a whole lease, every claim
+    /// is as good as lost.
+    async fn renew_claims(self: Arc<Self>, cancelled: Arc<Notify>) {
         let lease = self.settings.lease;
         let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renewed = Instant::now();
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = cancelled.notified() => {}
+            }
             let claims: Vec<String> = self.claims().keys().cloned().collect();
             if claims.is_empty() {
                 renewed = Instant::now();
