@@ -1,10 +1,13 @@
 """What both suites and their fixtures share, importable by name from any
 test module (`from shared import ...`); the fixtures are in conftest.py."""
 
+import contextlib
 import io
 import json
 import time
+import uuid
 import zipfile
+from datetime import datetime, timezone
 
 import pytest
 from ubiops.exceptions import ApiException
@@ -165,9 +168,14 @@ class Deployment:
             raise ValueError(f"asked to fail: {data}")
         return data.upper()
 '''
+# The batch suites' deployment name (version `v1`, in a project of each suite's own).
+BATCH_NAME = "shouter"
 # 250 inputs (the most one batch takes), five of them failing on purpose.
 BATCH_INPUTS = [f"fail {i}" if i % 50 == 7 else f"item {i}" for i in range(250)]
 FINISHED_REQUEST = {"completed", "failed", "cancelled"}
+# The first runs long enough to be cancelled while processing; with one
+# instance the others wait behind it, pending.
+SLEEPERS = ["sleep 20 a", "sleep 0.1 b", "sleep 0.1 c", "sleep 0.1 d", "sleep 0.1 e"]
 
 
 def upload_and_build(api, project, deployment, version, path, timeout=300):
@@ -217,3 +225,198 @@ def assert_done_as_asked(detail, data):
         assert (detail.status, detail.success, detail.error_message) == ("completed", True, None), detail
         assert detail.result == data.upper(), detail
     assert detail.time_created <= detail.time_started <= detail.time_completed, detail
+
+
+# The steps and checks both batch suites take alike, on `shouter` v1 in their
+# own `project`, with their own client's `api` (a CoreApi). A suite keeps a
+# ledger (new_ledger) of every request it queued and every one it deleted,
+# for the final check (assert_each_finished_once).
+
+def new_ledger():
+    """Every request a suite queued ({id: input}) and the ids it deleted."""
+    return {"queued": {}, "deleted": set()}
+
+
+def remember(ledger, created, inputs):
+    """Notes the requests `created` (as the client answered them) for their `inputs`."""
+    ledger["queued"].update((request.id, data) for request, data in zip(created, inputs))
+
+
+def list_batch(api, project, **filters):
+    """Every request of `shouter` v1 (at most 1000), as the list answers them."""
+    return api.deployment_version_requests_list(project, BATCH_NAME, "v1", limit=1000, **filters)
+
+
+def create_batch_deployment(ubiops, api, project, zips, deployment_fields=None, version_fields=None):
+    """`project` with `shouter` v1 (plain in and out, at most one instance,
+    BATCH_DEPLOYMENT), built; `zips` is a folder for its zip. `ubiops` is the
+    suite's client module; `deployment_fields` and `version_fields` are what
+    that client's models need besides (environment, language...)."""
+    api.projects_create(data=ubiops.ProjectCreate(name=project, organization_name="self-hosted"))
+    api.deployments_create(project, ubiops.DeploymentCreate(
+        name=BATCH_NAME, input_type="plain", output_type="plain", **(deployment_fields or {}),
+    ))
+    api.deployment_versions_create(project, BATCH_NAME, ubiops.DeploymentVersionCreate(
+        version="v1", maximum_instances=1, **(version_fields or {}),
+    ))
+    path = zips / "shouter.zip"
+    path.write_bytes(make_zip({"deployment.py": BATCH_DEPLOYMENT}))
+    upload_and_build(api, project, BATCH_NAME, "v1", path)
+    return BATCH_NAME
+
+
+def queue_batch(api, project, ledger):
+    """BATCH_INPUTS, queued to the default version in one call: (when, the created requests)."""
+    started = datetime.now(timezone.utc)
+    created = api.batch_deployment_requests_create(project, BATCH_NAME, BATCH_INPUTS)
+    remember(ledger, created, BATCH_INPUTS)
+    return started, created
+
+
+def queue_sleepers(api, project, ledger):
+    """SLEEPERS queued to the version, all pending: {letter: id}."""
+    created = api.batch_deployment_version_requests_create(project, BATCH_NAME, "v1", SLEEPERS)
+    assert [request.status for request in created] == ["pending"] * len(SLEEPERS), created
+    remember(ledger, created, SLEEPERS)
+    return {data.split()[-1]: request.id for request, data in zip(created, SLEEPERS)}
+
+
+def assert_queued_in_one_call(started, created):
+    """queue_batch's answer: 250 new requests of `shouter` v1, created from `started` on."""
+    assert len(created) == 250, len(created)
+    ids = [request.id for request in created]
+    assert len(set(ids)) == 250, "an id is answered twice"
+    for request in created:
+        uuid.UUID(request.id)
+        assert (request.deployment, request.version) == (BATCH_NAME, "v1"), request
+        assert request.status in {"pending", "processing", "completed", "failed"}, request
+        assert abs((request.time_created - started).total_seconds()) < 60, request
+
+
+@contextlib.contextmanager
+def nothing_queued(api, project):
+    """Checks that what runs inside adds no request to `shouter` v1."""
+    before = len(list_batch(api, project))
+    yield
+    after = len(list_batch(api, project))
+    assert after == before, f"{after - before} requests queued by refused calls"
+
+
+def assert_bad_batches_refused(api, project):
+    """251 inputs (to the deployment and to the version), an input that is
+    not text and a timeout above 48 hours are refused."""
+    status, message = error_of(api.batch_deployment_requests_create, project, BATCH_NAME, BATCH_INPUTS + ["one more"])
+    assert status == 400 and "250" in message, message
+    status, message = error_of(
+        api.batch_deployment_version_requests_create, project, BATCH_NAME, "v1", BATCH_INPUTS + ["one more"]
+    )
+    assert status == 400 and "250" in message, message
+    status, message = error_of(api.batch_deployment_requests_create, project, BATCH_NAME, ["fine", 5, "fine"])
+    assert status == 400 and "item 2" in message, message
+    assert error_of(api.batch_deployment_requests_create, project, BATCH_NAME, ["x"], timeout=172801)[0] == 400
+
+
+def assert_collected_as_asked(api, project, created, collected, **fields):
+    """`collected` (collect_until of queue_batch's `created`) holds each of the
+    250 done as its input asked, each with `fields` (what the client's model
+    has, {name: value}), five failed; the version's collect answers the same."""
+    assert len(collected) == 250, len(collected)
+    for request, data in zip(created, BATCH_INPUTS):
+        detail = collected[request.id]
+        assert (detail.deployment, detail.version) == (BATCH_NAME, "v1"), detail
+        assert {name: getattr(detail, name) for name in fields} == fields, detail
+        assert_done_as_asked(detail, data)
+    failed = sum(detail.status == "failed" for detail in collected.values())
+    assert failed == 5, failed
+    ids = [request.id for request in created[:20]]
+    through_version = collect(api, project, BATCH_NAME, ids, version="v1")
+    assert {i: d.result for i, d in through_version.items()} == {i: collected[i].result for i in ids}, through_version
+
+
+def assert_collect_all_or_nothing(api, project, created):
+    """Collecting known ids with one unknown is a 404 that names it (the
+    deployment's collect and the version's); more than 250 ids a 400."""
+    known = [request.id for request in created[:3]]
+    unknown = str(uuid.uuid4())
+    status, message = error_of(api.deployment_requests_batch_get, project, BATCH_NAME, known + [unknown])
+    assert status == 404 and unknown in message, message
+    status, message = error_of(
+        api.deployment_version_requests_batch_get, project, BATCH_NAME, "v1", [unknown] + known
+    )
+    assert status == 404 and unknown in message, message
+    too_many = [request.id for request in created] + [unknown]
+    assert error_of(api.deployment_requests_batch_get, project, BATCH_NAME, too_many)[0] == 400
+
+
+def assert_finished_not_cancellable(api, project, created, sleepers):
+    """Once the sleepers b has completed and c was cancelled: a completed
+    (created[0]), a failed (created[7]), a completed and a cancelled request
+    cannot be cancelled (400, through the deployment or the version), an
+    unknown one is a 404, and each keeps its status."""
+    completed, failed = created[0].id, created[7].id
+    finished = [completed, failed, sleepers["b"], sleepers["c"]]
+    for request_id in finished:
+        status, message = error_of(
+            api.deployment_requests_update, project, BATCH_NAME, request_id, {"status": "cancelled"}
+        )
+        assert status == 400, message
+    assert error_of(
+        api.deployment_version_requests_update, project, BATCH_NAME, request_id=completed, version="v1",
+        data={"status": "cancelled"},
+    )[0] == 400
+    assert error_of(
+        api.deployment_requests_update, project, BATCH_NAME, str(uuid.uuid4()), {"status": "cancelled"}
+    )[0] == 404
+    after = collect(api, project, BATCH_NAME, finished)
+    statuses = [after[i].status for i in finished]
+    assert statuses == ["completed", "failed", "completed", "cancelled"], statuses
+
+
+def assert_batch_delete_all_or_nothing(api, project, created, sleepers, ledger):
+    """Deleting created[:10] and the sleeper c with an unknown id deletes
+    nothing (404 naming it); without it they are gone from collect, get and
+    the list, as created[10:15] through the version; a delete with one
+    deleted id already is refused whole (404). Notes the deleted in `ledger`."""
+    victims = [request.id for request in created[:10]] + [sleepers["c"]]
+    unknown = str(uuid.uuid4())
+    status, message = error_of(api.deployment_requests_batch_delete, project, BATCH_NAME, victims + [unknown])
+    assert status == 404 and unknown in message, message
+    assert len(collect(api, project, BATCH_NAME, victims)) == len(victims), "nothing was deleted"
+
+    api.deployment_requests_batch_delete(project, BATCH_NAME, victims)
+    ledger["deleted"].update(victims)
+    assert error_of(api.deployment_requests_batch_get, project, BATCH_NAME, victims[:1])[0] == 404
+    assert error_of(api.deployment_requests_get, project, BATCH_NAME, victims[-1])[0] == 404
+    listed = {request.id for request in list_batch(api, project)}
+    assert listed.isdisjoint(victims), listed & set(victims)
+    assert created[10].id in listed
+
+    more = [request.id for request in created[10:15]]
+    api.deployment_version_requests_batch_delete(project, BATCH_NAME, "v1", more)
+    ledger["deleted"].update(more)
+    assert error_of(api.deployment_version_requests_batch_get, project, BATCH_NAME, "v1", more[-1:])[0] == 404
+    # Deleted already: the whole call is refused.
+    assert error_of(api.deployment_requests_batch_delete, project, BATCH_NAME, [created[20].id, more[0]])[0] == 404
+    assert len(collect(api, project, BATCH_NAME, [created[20].id])) == 1
+
+
+def assert_each_finished_once(api, project, ledger, cancelled):
+    """The list holds each request of the ledger once, but the deleted; all
+    finished, `cancelled` of them cancelled, the rest failed or completed as
+    their inputs asked (by the list's status filter and by collect)."""
+    listed = list_batch(api, project)
+    ids = [request.id for request in listed]
+    assert len(ids) == len(set(ids)), "a request is listed twice"
+    expected = set(ledger["queued"]) - ledger["deleted"]
+    assert set(ids) == expected, {"unexpected": set(ids) - expected, "missing": expected - set(ids)}
+    counts = {status: len(list_batch(api, project, status=status)) for status in sorted(FINISHED_REQUEST)}
+    assert sum(counts.values()) == len(expected), counts
+    left = {request_id: ledger["queued"][request_id] for request_id in expected}
+    assert counts["failed"] == sum(data.startswith("fail") for data in left.values()), counts
+    assert counts["cancelled"] == cancelled, counts
+    # Each one's details agree with the list.
+    details = collect(api, project, BATCH_NAME, sorted(expected))
+    assert {d.status for d in details.values()} <= FINISHED_REQUEST, {d.status for d in details.values()}
+    for request_id, detail in details.items():
+        if detail.status != "cancelled":
+            assert_done_as_asked(detail, left[request_id])

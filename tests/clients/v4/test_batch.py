@@ -6,29 +6,28 @@ deleted many at once (all or nothing), and at the end every queued request
 finished exactly once.
 
 One plain deployment (`shouter`, BATCH_DEPLOYMENT in shared.py) serves the
-whole module; the tests run in file order and build on each other.
+whole module; the tests run in file order and build on each other. What the
+3.13 suite checks alike is in shared.py; here is what 4.x does its own way
+(priority, dict-typed update answers, the wait helpers, the CLI).
 """
 
 import json
 import re
 import time
 import uuid
-from datetime import datetime, timezone
 
 import pytest
 import ubiops
 from ubiops.utils.exceptions import StatusError
 
 from shared import (
-    BATCH_DEPLOYMENT, BATCH_INPUTS, FINISHED_REQUEST, assert_done_as_asked, collect, collect_until, error_of,
-    make_zip, upload_and_build,
+    BATCH_NAME as DEPLOYMENT, assert_batch_delete_all_or_nothing, assert_bad_batches_refused,
+    assert_collect_all_or_nothing, assert_collected_as_asked, assert_done_as_asked, assert_each_finished_once,
+    assert_finished_not_cancellable, assert_queued_in_one_call, collect, collect_until, create_batch_deployment,
+    error_of, list_batch, new_ledger, nothing_queued, queue_batch, queue_sleepers, remember,
 )
 
 PROJECT = "batch-v4"
-DEPLOYMENT = "shouter"
-# The first runs long enough to be cancelled while processing; with one
-# instance the others wait behind it, pending.
-SLEEPERS = ["sleep 20 a", "sleep 0.1 b", "sleep 0.1 c", "sleep 0.1 d", "sleep 0.1 e"]
 # 4.x marks `success`, `request_data` and `result` deprecated (its users still read them).
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -41,52 +40,33 @@ def api(recording_client):
 
 @pytest.fixture(scope="module")
 def ledger():
-    """Every request the module queued ({id: input}) and the ids it deleted."""
-    return {"queued": {}, "deleted": set()}
-
-
-def list_all(api, **filters):
-    return api.deployment_version_requests_list(PROJECT, DEPLOYMENT, "v1", limit=1000, **filters)
+    return new_ledger()
 
 
 @pytest.fixture(scope="module")
 def deployment(api, worker, tmp_path_factory):
     """`shouter` v1 (plain, at most one instance), built."""
-    api.projects_create(data=ubiops.ProjectCreate(name=PROJECT, organization_name="self-hosted"))
-    api.deployments_create(PROJECT, ubiops.DeploymentCreate(
-        name=DEPLOYMENT, supports_request_format=True, input_type="plain", output_type="plain",
-    ))
-    api.deployment_versions_create(PROJECT, DEPLOYMENT, ubiops.DeploymentVersionCreate(
-        version="v1", environment="python3-11", instance_type_group_name="512mb", maximum_instances=1,
-    ))
-    path = tmp_path_factory.mktemp("zips") / "shouter.zip"
-    path.write_bytes(make_zip({"deployment.py": BATCH_DEPLOYMENT}))
-    upload_and_build(api, PROJECT, DEPLOYMENT, "v1", path)
-    return DEPLOYMENT
+    return create_batch_deployment(
+        ubiops, api, PROJECT, tmp_path_factory.mktemp("zips"), deployment_fields={"supports_request_format": True},
+        version_fields={"environment": "python3-11", "instance_type_group_name": "512mb"},
+    )
 
 
 @pytest.fixture(scope="module")
 def queued(api, deployment, ledger):
-    """The 250 inputs, queued to the default version in one call."""
-    started = datetime.now(timezone.utc)
-    created = api.batch_deployment_requests_create(PROJECT, DEPLOYMENT, BATCH_INPUTS)
-    ledger["queued"].update((request.id, data) for request, data in zip(created, BATCH_INPUTS))
-    return started, created
+    """The 250 inputs, queued to the default version in one call: (when, the created requests)."""
+    return queue_batch(api, PROJECT, ledger)
 
 
 @pytest.fixture(scope="module")
 def collected(api, queued):
-    _, created = queued
-    return collect_until(api, PROJECT, DEPLOYMENT, [request.id for request in created])
+    return collect_until(api, PROJECT, DEPLOYMENT, [request.id for request in queued[1]])
 
 
 @pytest.fixture(scope="module")
 def sleepers(api, collected, ledger):
     """SLEEPERS queued to the version, once the 250 have finished: {letter: id}."""
-    created = api.batch_deployment_version_requests_create(PROJECT, DEPLOYMENT, "v1", SLEEPERS)
-    assert [request.status for request in created] == ["pending"] * len(SLEEPERS)
-    ledger["queued"].update((request.id, data) for request, data in zip(created, SLEEPERS))
-    return {data.split()[-1]: request.id for request, data in zip(created, SLEEPERS)}
+    return queue_sleepers(api, PROJECT, ledger)
 
 
 def wait_for(api, request_id, version=None):
@@ -106,30 +86,13 @@ def wait_for(api, request_id, version=None):
 # --- create -------------------------------------------------------------------------
 
 def test_250_inputs_are_queued_in_one_call(queued):
-    started, created = queued
-    assert len(created) == 250
-    ids = [request.id for request in created]
-    assert len(set(ids)) == 250
-    for request in created:
-        uuid.UUID(request.id)
-        assert (request.deployment, request.version) == (DEPLOYMENT, "v1")
-        assert request.status in {"pending", "processing", "completed", "failed"}, request
-        assert abs((request.time_created - started).total_seconds()) < 60, request
+    assert_queued_in_one_call(*queued)
 
 
 def test_251_inputs_or_one_bad_input_are_refused_and_nothing_is_queued(api, queued):
-    before = len(list_all(api))
-    status, message = error_of(api.batch_deployment_requests_create, PROJECT, DEPLOYMENT, BATCH_INPUTS + ["one more"])
-    assert status == 400 and "250" in message, message
-    status, message = error_of(
-        api.batch_deployment_version_requests_create, PROJECT, DEPLOYMENT, "v1", BATCH_INPUTS + ["one more"]
-    )
-    assert status == 400 and "250" in message, message
-    status, message = error_of(api.batch_deployment_requests_create, PROJECT, DEPLOYMENT, ["fine", 5, "fine"])
-    assert status == 400 and "item 2" in message, message
-    assert error_of(api.batch_deployment_requests_create, PROJECT, DEPLOYMENT, ["x"], priority=2)[0] == 400
-    assert error_of(api.batch_deployment_requests_create, PROJECT, DEPLOYMENT, ["x"], timeout=172801)[0] == 400
-    assert len(list_all(api)) == before
+    with nothing_queued(api, PROJECT):
+        assert_bad_batches_refused(api, PROJECT)
+        assert error_of(api.batch_deployment_requests_create, PROJECT, DEPLOYMENT, ["x"], priority=2)[0] == 400
 
 
 def test_a_batch_keeps_its_timeout_and_takes_a_priority(api, deployment, ledger):
@@ -137,7 +100,7 @@ def test_a_batch_keeps_its_timeout_and_takes_a_priority(api, deployment, ledger)
         PROJECT, DEPLOYMENT, "v1", ["x", "yy"], timeout=600, priority=1,
     )
     assert [(r.deployment, r.version) for r in created] == [(DEPLOYMENT, "v1")] * 2
-    ledger["queued"].update((request.id, data) for request, data in zip(created, ["x", "yy"]))
+    remember(ledger, created, ["x", "yy"])
     done = collect_until(api, PROJECT, DEPLOYMENT, [r.id for r in created], version="v1")
     for request, data in zip(created, ["x", "yy"]):
         detail = done[request.id]
@@ -150,30 +113,11 @@ def test_a_batch_keeps_its_timeout_and_takes_a_priority(api, deployment, ledger)
 # --- collect ------------------------------------------------------------------------
 
 def test_collect_answers_every_result_for_its_input(api, queued, collected):
-    _, created = queued
-    assert len(collected) == 250
-    for request, data in zip(created, BATCH_INPUTS):
-        detail = collected[request.id]
-        assert (detail.deployment, detail.version, detail.timeout) == (DEPLOYMENT, "v1", 14400), detail
-        assert_done_as_asked(detail, data)
-    assert sum(detail.status == "failed" for detail in collected.values()) == 5
-    ids = [request.id for request in created[:20]]
-    through_version = collect(api, PROJECT, DEPLOYMENT, ids, version="v1")
-    assert {i: d.result for i, d in through_version.items()} == {i: collected[i].result for i in ids}
+    assert_collected_as_asked(api, PROJECT, queued[1], collected, timeout=14400)
 
 
 def test_collect_is_all_or_nothing(api, queued):
-    _, created = queued
-    known = [request.id for request in created[:3]]
-    unknown = str(uuid.uuid4())
-    status, message = error_of(api.deployment_requests_batch_get, PROJECT, DEPLOYMENT, known + [unknown])
-    assert status == 404 and unknown in message, message
-    status, message = error_of(
-        api.deployment_version_requests_batch_get, PROJECT, DEPLOYMENT, "v1", [unknown] + known
-    )
-    assert status == 404 and unknown in message, message
-    too_many = [request.id for request in created] + [unknown]
-    assert error_of(api.deployment_requests_batch_get, PROJECT, DEPLOYMENT, too_many)[0] == 400
+    assert_collect_all_or_nothing(api, PROJECT, queued[1])
 
 
 # --- cancel and the wait helpers ---------------------------------------------------------
@@ -221,48 +165,13 @@ def test_the_wait_helper_returns_on_completed_and_raises_on_cancelled(api, queue
 
 
 def test_a_finished_request_cannot_be_cancelled(api, queued, sleepers):
-    _, created = queued
-    completed, failed = created[0].id, created[7].id
-    for request_id in [completed, failed, sleepers["b"], sleepers["c"]]:
-        status, message = error_of(api.deployment_requests_update, PROJECT, DEPLOYMENT, request_id, {"status": "cancelled"})
-        assert status == 400, message
-    assert error_of(
-        api.deployment_version_requests_update, PROJECT, DEPLOYMENT, request_id=completed, version="v1",
-        data={"status": "cancelled"},
-    )[0] == 400
-    assert error_of(
-        api.deployment_requests_update, PROJECT, DEPLOYMENT, str(uuid.uuid4()), {"status": "cancelled"}
-    )[0] == 404
-    after = collect(api, PROJECT, DEPLOYMENT, [completed, failed, sleepers["b"], sleepers["c"]])
-    assert [after[i].status for i in [completed, failed, sleepers["b"], sleepers["c"]]] == [
-        "completed", "failed", "completed", "cancelled",
-    ]
+    assert_finished_not_cancellable(api, PROJECT, queued[1], sleepers)
 
 
 # --- delete -------------------------------------------------------------------------
 
 def test_batch_delete_is_all_or_nothing(api, queued, sleepers, ledger):
-    _, created = queued
-    victims = [request.id for request in created[:10]] + [sleepers["c"]]
-    unknown = str(uuid.uuid4())
-    status, message = error_of(api.deployment_requests_batch_delete, PROJECT, DEPLOYMENT, victims + [unknown])
-    assert status == 404 and unknown in message, message
-    assert len(collect(api, PROJECT, DEPLOYMENT, victims)) == len(victims), "nothing was deleted"
-
-    api.deployment_requests_batch_delete(PROJECT, DEPLOYMENT, victims)
-    ledger["deleted"].update(victims)
-    assert error_of(api.deployment_requests_batch_get, PROJECT, DEPLOYMENT, victims[:1])[0] == 404
-    assert error_of(api.deployment_requests_get, PROJECT, DEPLOYMENT, victims[-1])[0] == 404
-    listed = {request.id for request in list_all(api)}
-    assert listed.isdisjoint(victims)
-    assert created[10].id in listed
-
-    more = [request.id for request in created[10:15]]
-    api.deployment_version_requests_batch_delete(PROJECT, DEPLOYMENT, "v1", more)
-    ledger["deleted"].update(more)
-    assert error_of(api.deployment_version_requests_batch_get, PROJECT, DEPLOYMENT, "v1", more[-1:])[0] == 404
-    assert error_of(api.deployment_requests_batch_delete, PROJECT, DEPLOYMENT, [created[20].id, more[0]])[0] == 404
-    assert len(collect(api, PROJECT, DEPLOYMENT, [created[20].id])) == 1
+    assert_batch_delete_all_or_nothing(api, PROJECT, queued[1], sleepers, ledger)
 
 
 # --- ubiops-cli ------------------------------------------------------------------------
@@ -317,19 +226,5 @@ def test_cli_batch_create_from_a_file_to_a_version(signed_in, api, ledger, tmp_p
 # --- the end ------------------------------------------------------------------------
 
 def test_every_queued_request_finished_exactly_once(api, ledger):
-    listed = list_all(api)
-    ids = [request.id for request in listed]
-    assert len(ids) == len(set(ids)), "a request is listed twice"
-    expected = set(ledger["queued"]) - ledger["deleted"]
-    assert set(ids) == expected
-    assert list_all(api, status="pending,processing,cancelled_pending") == []
-    counts = {status: len(list_all(api, status=status)) for status in sorted(FINISHED_REQUEST)}
-    assert sum(counts.values()) == len(expected), counts
-    left = {request_id: ledger["queued"][request_id] for request_id in expected}
-    assert counts["failed"] == sum(data.startswith("fail") for data in left.values())
-    assert counts["cancelled"] == 2  # a and d (c was deleted)
-    details = collect(api, PROJECT, DEPLOYMENT, sorted(expected))
-    assert {d.status for d in details.values()} <= FINISHED_REQUEST
-    for request_id, detail in details.items():
-        if detail.status != "cancelled":
-            assert_done_as_asked(detail, left[request_id])
+    assert list_batch(api, PROJECT, status="pending,processing,cancelled_pending") == []
+    assert_each_finished_once(api, PROJECT, ledger, cancelled=2)  # a and d (c was deleted)
