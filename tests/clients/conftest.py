@@ -13,6 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
+# Its asserts show their values on failure, as the tests' own do.
+pytest.register_assert_rewrite("shared")
 from local_server import LocalServer, ServerDidNotStart, stop  # noqa: E402
 from shared import BOOTSTRAP_EMAIL, BROKEN_DEPLOYMENT, GOOD_DEPLOYMENT, make_zip, poll, record_responses  # noqa: E402,F401
 

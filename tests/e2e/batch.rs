@@ -20,7 +20,8 @@ const D: &str = "/projects/p/deployments/d";
 const V1: &str = "/projects/p/deployments/d/versions/v1";
 const V2: &str = "/projects/p/deployments/d/versions/v2";
 
-/// Answers its input; `"block"` first takes an hour.
+/// Answers its input; `"block"` first takes an hour, `"sleep <s>"` that
+/// many seconds.
 const CODE: &str = "\
 import time
 
@@ -31,6 +32,8 @@ class Deployment:
     def request(self, data):
         if data == 'block':
             time.sleep(3600)
+        if data.startswith('sleep '):
+            time.sleep(float(data.split()[1]))
         return data
 ";
 
@@ -707,4 +710,55 @@ async fn a_processing_request_cancelled_ends_cancelled() {
     let details = collect_when(&app, &queued, "cancelled").await;
     assert_eq!(details[0]["result"], Value::Null, "{}", details[0]);
     assert_eq!(details[0]["success"], false, "{}", details[0]);
+}
+
+#[tokio::test]
+async fn instances_scale_with_the_queue_up_to_the_maximum_and_stop_when_idle() {
+    let app = app().await;
+    update_version(
+        &app,
+        V1,
+        json!({"maximum_instances": 2, "maximum_idle_time": 10}),
+    )
+    .await;
+    let version = app
+        .store
+        .serving_target("p", "d", Some("v1"))
+        .await
+        .unwrap()
+        .version_id;
+    let queued = queue(&app, V1, "", json!(vec!["sleep 0.5"; 8])).await;
+    let (mut most, mut done) = (0, false);
+    let deadline = tokio::time::Instant::now() + WORKER_WAIT;
+    while !done && tokio::time::Instant::now() < deadline {
+        most = most.max(app.serving.pools().alive(version));
+        let response = collect(&app, V1, &queued).await;
+        done = response
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["status"] == "completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(done, "the batch did not complete");
+    assert_eq!(most, 2, "as many instances as the version allows, no more");
+    // None is kept (minimum_instances 0): idle for maximum_idle_time, both stop.
+    wait_for(
+        "the idle instances to stop",
+        Duration::from_secs(40),
+        || async { (app.serving.pools().alive(version) == 0).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_past_its_batch_timeout_fails_saying_so() {
+    let app = app().await;
+    let queued = queue(&app, V1, "?timeout=2", json!(["sleep 30", "quick"])).await;
+    let details = collect_when(&app, &queued[..1], "failed").await;
+    let message = details[0]["error_message"].as_str().unwrap_or_default();
+    assert!(message.contains("timeout of 2 s"), "{}", details[0]);
+    // Only the request that overran: the other ran on another instance.
+    collect_when(&app, &queued[1..], "completed").await;
 }
