@@ -74,9 +74,18 @@ pub enum Refused {
 const RETIRED: &str =
     "Instance stopped: replaced by instances of the version's new revision, variables or instance type";
 
-/// A start that failed is remembered this long: requests meanwhile get its
-/// reason at once instead of each starting the failing code again.
-const START_FAILURE_MEMORY: Duration = Duration::from_secs(5);
+/// A start or a preparation that failed is remembered this long: requests
+/// meanwhile get its reason at once instead of each trying again (a
+/// preparation may install a whole environment).
+const FAILURE_MEMORY: Duration = Duration::from_secs(5);
+
+/// The reason of a failure that happened within [`FAILURE_MEMORY`].
+fn recent(failure: &Option<(Instant, String)>) -> Option<String> {
+    failure
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < FAILURE_MEMORY)
+        .map(|(_, reason)| reason.clone())
+}
 
 /// Every version's instances on this server.
 pub struct Pools {
@@ -222,10 +231,17 @@ impl Pools {
         prepare: impl FnOnce() -> BoxFuture<'static, Result<Blueprint, String>>,
     ) -> Result<Arc<Generation>, String> {
         let generation = self.generation(version, fingerprint, scaling);
-        generation
+        if let Some(reason) = recent(&lock(&generation.prepare_failure)) {
+            return Err(reason);
+        }
+        let prepared = generation
             .blueprint
             .get_or_try_init(|| async { prepare().await.map(Arc::new) })
-            .await?;
+            .await;
+        if let Err(reason) = prepared {
+            *lock(&generation.prepare_failure) = Some((Instant::now(), reason.clone()));
+            return Err(reason);
+        }
         Ok(generation)
     }
 
@@ -312,6 +328,7 @@ struct Generation {
     fingerprint: Fingerprint,
     scaling: Mutex<Scaling>,
     blueprint: OnceCell<Arc<Blueprint>>,
+    prepare_failure: Mutex<Option<(Instant, String)>>,
     state: Mutex<State>,
 }
 
@@ -349,6 +366,7 @@ impl Generation {
             fingerprint,
             scaling: Mutex::new(scaling),
             blueprint: OnceCell::new(),
+            prepare_failure: Mutex::new(None),
             state: Mutex::new(State::default()),
         }
     }
@@ -378,10 +396,8 @@ impl Generation {
         let scaling = self.scaling();
         let receiver = {
             let mut state = self.state();
-            if let Some((at, reason)) = &state.last_start_failure {
-                if at.elapsed() < START_FAILURE_MEMORY {
-                    return Err(Refused::Unstartable(reason.clone()));
-                }
+            if let Some(reason) = recent(&state.last_start_failure) {
+                return Err(Refused::Unstartable(reason));
             }
             // The newest idle instance; one that died while idle (killed,
             // out of memory) is let go rather than failing this request.
@@ -540,10 +556,7 @@ impl Generation {
             stopping.push(state.idle.remove(0).instance);
             state.alive -= 1;
         }
-        let recently_failed = state
-            .last_start_failure
-            .as_ref()
-            .is_some_and(|(at, _)| at.elapsed() < START_FAILURE_MEMORY);
+        let recently_failed = recent(&state.last_start_failure).is_some();
         if !state.retired && !recently_failed && self.blueprint.initialized() {
             while state.alive < scaling.minimum.min(scaling.maximum) {
                 state.alive += 1;

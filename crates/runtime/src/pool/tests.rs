@@ -331,3 +331,45 @@ async fn a_stopped_batch_call_stops_its_instance_and_the_next_call_gets_a_new_on
     assert_eq!(counts.started.load(Ordering::SeqCst), 2);
     assert_eq!(pools.alive(VERSION), 1);
 }
+
+#[tokio::test]
+async fn a_failing_preparation_is_remembered_briefly_instead_of_repeated() {
+    let (pools, _) = pools();
+    let scaling = scaling(0, 1, 10);
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let failing = || {
+        let attempts = attempts.clone();
+        move || {
+            async move {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                Err::<Blueprint, _>("pip could not install torch".to_owned())
+            }
+            .boxed()
+        }
+    };
+    for _ in 0..3 {
+        let call = Call {
+            request_id: Uuid::new_v4(),
+            data: json!(1),
+            many: false,
+            context: Value::Null,
+        };
+        let refused = pools
+            .call(
+                VERSION,
+                Fingerprint(1),
+                scaling,
+                failing(),
+                call,
+                Duration::from_secs(1),
+            )
+            .await;
+        assert_eq!(
+            refused,
+            Err(Refused::Unprepared(
+                "pip could not install torch".to_owned()
+            ))
+        );
+    }
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "prepared once");
+}
