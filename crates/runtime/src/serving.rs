@@ -163,7 +163,7 @@ impl Serving {
             };
         let error_message = error_message.map(|message| request_data::error_message(&message));
         self.store
-            .record_request(&NewRequest {
+            .record_request(NewRequest {
                 id,
                 project_id: target.project_id,
                 deployment_id: target.deployment_id,

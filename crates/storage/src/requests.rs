@@ -280,7 +280,7 @@ impl Store {
     ///
     /// A version deleted while its request ran takes the request with it,
     /// as deleting it afterwards would have: nothing is stored then.
-    pub async fn record_request(&self, new: &NewRequest) -> Result<()> {
+    pub async fn record_request(&self, new: NewRequest) -> Result<()> {
         let keep_data = match new.retention.mode {
             RetentionMode::None => return Ok(()),
             RetentionMode::Metadata => false,
@@ -301,7 +301,12 @@ impl Store {
             result: result_text.filter(|_| keep_data),
             expires_at: new.time_created + Duration::seconds(i64::from(new.retention.seconds)),
             error_message: new.error_message.as_deref().map(error_message),
-            new: new.clone(),
+            // Only their text is stored: not held twice while waiting.
+            new: NewRequest {
+                request_data: None,
+                result: None,
+                ..new
+            },
         };
         self.lookups.records.lookup(row).await.map(drop)
     }

@@ -60,7 +60,7 @@ fn failed(target: Target, seconds: i64) -> NewRequest {
 }
 
 async fn record(store: &Store, new: &NewRequest) -> Uuid {
-    store.record_request(new).await.unwrap();
+    store.record_request(new.clone()).await.unwrap();
     new.id
 }
 
@@ -779,7 +779,7 @@ async fn a_request_of_a_version_deleted_meanwhile_is_not_recorded() {
     let (store, target) = setup().await;
     delete_version(&store, target, "v1").await;
     store
-        .record_request(&request(target, 0))
+        .record_request(request(target, 0))
         .await
         .expect("recording for a deleted version is not an error");
     assert_eq!(count(&store).await, 0);
@@ -796,7 +796,7 @@ async fn requests_recorded_together_are_kept_when_one_version_is_gone() {
         .map(|i| request(if i % 2 == 0 { live } else { gone }, i))
         .collect();
     let recorded =
-        futures::future::join_all(requests.iter().map(|new| store.record_request(new))).await;
+        futures::future::join_all(requests.into_iter().map(|new| store.record_request(new))).await;
     assert!(recorded.iter().all(Result::is_ok), "{recorded:?}");
     assert_eq!(count(&store).await, 20);
 }
