@@ -54,6 +54,9 @@ pub enum BuildOutcome {
     Failed(String),
 }
 
+/// How many times a publish aborted by a deadlock is run again at once.
+const MAX_CONFLICTS: u32 = 3;
+
 impl Store {
     /// Takes the oldest queued build that is not waiting out a back-off, or
     /// one whose worker's lease ran out (it died), unless it has been tried
@@ -221,6 +224,26 @@ impl Store {
     /// becomes the version's active revision. False (and nothing changed) if
     /// the build was cancelled or taken over meanwhile.
     pub async fn finish_build(
+        &self,
+        build: &ClaimedBuild,
+        worker_id: &str,
+        outcome: &BuildOutcome,
+    ) -> Result<bool> {
+        // Publishes of builds of one version take the same rows; when
+        // PostgreSQL breaks a deadlock between them by aborting one, that
+        // one runs again at once rather than going back to the queue.
+        let mut conflicts = 0;
+        loop {
+            match self.publish_build(build, worker_id, outcome).await {
+                Err(error) if error.is_transient_conflict() && conflicts < MAX_CONFLICTS => {
+                    conflicts += 1;
+                }
+                published => return published,
+            }
+        }
+    }
+
+    async fn publish_build(
         &self,
         build: &ClaimedBuild,
         worker_id: &str,

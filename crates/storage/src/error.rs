@@ -44,6 +44,13 @@ impl From<sqlx::Error> for StorageError {
 }
 
 impl StorageError {
+    /// PostgreSQL aborted the transaction to break a deadlock (or a
+    /// serialization failure): running it again is expected to succeed.
+    pub(crate) fn is_transient_conflict(&self) -> bool {
+        matches!(self, StorageError::Database(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+    }
+
     /// The same error for each of the lookups that shared a failed batched
     /// query (`batch.rs`): sqlx errors cannot be cloned, so the copy keeps
     /// the kind (and so the HTTP status) and the text.
