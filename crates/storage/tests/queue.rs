@@ -67,6 +67,23 @@ async fn expire_everything(store: &Store) {
 
 const LEASE: f64 = 30.0;
 
+/// Queues the input `"in"` and claims it for a new worker.
+async fn queue_one_and_claim(
+    store: &Store,
+    target: Target,
+) -> (Vec<ubiops_storage::Queued>, ubiops_storage::Claimed) {
+    let queued = store
+        .enqueue_batch(&batch(target, vec![json!("in")], 100))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_request(target.version_id, Uuid::new_v4(), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    (queued, claimed)
+}
+
 #[tokio::test]
 async fn a_batch_is_queued_pending_in_order_and_claimed_oldest_first() {
     let (store, target) = queue_setup(|_| {}).await;
@@ -170,15 +187,7 @@ async fn concurrent_claims_take_each_request_once() {
 #[tokio::test]
 async fn the_claim_that_holds_a_request_finishes_it_once() {
     let (store, target) = queue_setup(|_| {}).await;
-    let queued = store
-        .enqueue_batch(&batch(target, vec![json!("in")], 100))
-        .await
-        .unwrap();
-    let claimed = store
-        .claim_request(target.version_id, Uuid::new_v4(), LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let (queued, claimed) = queue_one_and_claim(&store, target).await;
     assert!(store
         .finish_request(&claimed, &Outcome::Completed(json!("out")))
         .await
@@ -407,15 +416,7 @@ async fn finishing_applies_the_versions_retention() {
         (RetentionMode::None, false, true),
     ] {
         let (store, target) = queue_setup(|version| version.request_retention_mode = mode).await;
-        let queued = store
-            .enqueue_batch(&batch(target, vec![json!("in")], 100))
-            .await
-            .unwrap();
-        let claimed = store
-            .claim_request(target.version_id, Uuid::new_v4(), LEASE)
-            .await
-            .unwrap()
-            .unwrap();
+        let (queued, claimed) = queue_one_and_claim(&store, target).await;
         assert_eq!(claimed.data, json!("in"), "the data is kept until it ran");
         store
             .finish_request(&claimed, &Outcome::Completed(json!("out")))
@@ -474,15 +475,7 @@ async fn a_request_whose_instance_crashed_runs_again_or_fails_by_its_claim_only(
     for restart in [true, false] {
         let (store, target) =
             queue_setup(|version| version.restart_request_interruption = restart).await;
-        let queued = store
-            .enqueue_batch(&batch(target, vec![json!("in")], 100))
-            .await
-            .unwrap();
-        let claimed = store
-            .claim_request(target.version_id, Uuid::new_v4(), LEASE)
-            .await
-            .unwrap()
-            .unwrap();
+        let (queued, claimed) = queue_one_and_claim(&store, target).await;
         let stranger = ubiops_storage::Claimed {
             claim: format!("{}/{}", Uuid::new_v4(), Uuid::new_v4()),
             ..claimed.clone()
