@@ -112,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v2.1", api.clone())
         .nest("/v2", api)
         .merge(routes::status_routes())
+        .merge(ubiops_dashboard::routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
