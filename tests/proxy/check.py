@@ -5,6 +5,8 @@
    server's peak memory stays far below the file's size.
 3. X-Forwarded-For and X-Request-Id show up in the server's request log.
 4. No response carries an absolute URL of another host than the proxy's.
+5. The dashboard's page and every file it loads (followed through the
+   scripts' imports) come through with their types and security headers.
 """
 
 import http.client
@@ -213,6 +215,30 @@ def request_log():
     check(any(f"request_id={generated}" in l for l in lines), "server log: nginx's request id")
 
 
+def dashboard():
+    status, headers, page = raw("GET", "/", headers={"Authorization": ""})
+    check(status == 200 and headers.get("content-type", "").startswith("text/html"), f"dashboard: page served ({status})")
+    check("script-src 'self'" in headers.get("content-security-policy", ""), "dashboard: page has its CSP")
+    # The page names its files relative to itself; scripts import others relative to themselves.
+    pending = [("/", name) for name in re.findall(r'(?:href|src)="([^"#:]+)"', page.decode())]
+    loaded = {}
+    while pending:
+        base, name = pending.pop()
+        path = os.path.normpath(os.path.join(os.path.dirname(base), name))
+        if path in loaded:
+            continue
+        status, headers, body = raw("GET", path, headers={"Authorization": ""})
+        loaded[path] = (status, headers.get("content-type", ""))
+        if path.endswith(".js"):
+            pending += [(path, imported) for imported in re.findall(r'from "(\.[^"]+)"', body.decode())]
+    types = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+    wrong = {p: v for p, v in loaded.items() if v[0] != 200 or not v[1].startswith(types[os.path.splitext(p)[1]])}
+    check(len(loaded) >= 10 and not wrong, f"dashboard: {len(loaded)} files load through the proxy ({wrong})")
+    status, headers, _ = raw("GET", "/dashboard/app.js", headers={"Authorization": ""})
+    status, _, _ = raw("GET", "/dashboard/app.js", headers={"Authorization": "", "If-None-Match": headers.get("etag", "")})
+    check(status == 304, f"dashboard: an unchanged file is revalidated with 304 ({status})")
+
+
 def absolute_urls():
     # Error pages and odd paths too: redirects or links are where a wrong host would show.
     for path in [
@@ -237,7 +263,8 @@ def absolute_urls():
     for request, status, headers, body in seen:
         text = " ".join(f"{k}: {v}" for k, v in headers) + " " + body[:100000].decode("utf-8", "replace")
         for url in re.findall(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+", text):
-            if not url.startswith(PROXY):
+            # An XML namespace (the dashboard's SVG icon) names, never links.
+            if not url.startswith(PROXY) and url != "http://www.w3.org/2000/svg":
                 wrong.append((request, url))
         if f":{SERVER_PORT}" in text:
             wrong.append((request, f"the upstream port {SERVER_PORT}"))
@@ -249,6 +276,7 @@ def main():
         official_client(scratch)
     large_upload()
     request_log()
+    dashboard()
     absolute_urls()
     if failures:
         print(f"{len(failures)} check(s) failed")

@@ -51,7 +51,15 @@ export async function api(method, path, { query, json, form, raw = false, timeou
       : "The server could not be reached";
     throw new ApiError(0, reason);
   }
-  if (!response.ok) throw new ApiError(response.status, await errorText(response));
+  if (!response.ok) {
+    const error = new ApiError(response.status, await errorText(response));
+    // The token was revoked or expired: ask for one again.
+    if (response.status === 401 && current) {
+      token.clear();
+      location.hash = "#/signin";
+    }
+    throw error;
+  }
   if (raw) return response;
   if (response.status === 204) return null;
   return response.json();
