@@ -28,10 +28,13 @@ export function apiUrl(path, query = {}) {
   return url;
 }
 
-/** `{json}` sends a JSON body, `{form}` a FormData; `raw` returns the Response. */
-export async function api(method, path, { query, json, form, raw = false, timeout = TIMEOUT_MS } = {}) {
+/**
+ * `{json}` sends a JSON body, `{form}` a FormData; `raw` returns the
+ * Response; `as` is a token to try instead of the session's.
+ */
+export async function api(method, path, { query, json, form, raw = false, timeout = TIMEOUT_MS, as } = {}) {
   const headers = { Accept: "application/json" };
-  const current = token.get();
+  const current = as ?? token.get();
   if (current) headers.Authorization = `Token ${current}`;
   let body;
   if (json !== undefined) {
@@ -53,8 +56,8 @@ export async function api(method, path, { query, json, form, raw = false, timeou
   }
   if (!response.ok) {
     const error = new ApiError(response.status, await errorText(response));
-    // The token was revoked or expired: ask for one again.
-    if (response.status === 401 && current) {
+    // The session's token was revoked: ask for one again.
+    if (response.status === 401 && as === undefined && current) {
       token.clear();
       location.hash = "#/signin";
     }
