@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use rust_embed::{EmbeddedFile, RustEmbed};
+use tower_http::compression::CompressionLayer;
 
 #[derive(RustEmbed)]
 #[folder = "assets/"]
@@ -29,10 +30,12 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self'; connect-src 'self'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// The page and its assets, gzipped for browsers that accept it.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(page))
         .route(&format!("{ASSETS_PREFIX}/{{*file}}"), get(asset))
+        .layer(CompressionLayer::new())
 }
 
 async fn page(headers: HeaderMap) -> Response {
@@ -49,14 +52,18 @@ async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
 
 /// The file with a validator: browsers ask again each time (`no-cache`) and
 /// get `304` while the binary is the same, so a new release is seen at once.
+/// The tag is weak: it names the content, whichever encoding carries it.
 fn serve(file: &str, headers: &HeaderMap) -> Response {
     let Some(EmbeddedFile { data, metadata }) = Assets::get(file) else {
         return not_found();
     };
-    let etag = format!("\"{}\"", hex(&metadata.sha256_hash()[..16]));
+    let etag = format!("W/\"{}\"", hex(&metadata.sha256_hash()[..16]));
     let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|sent| sent.as_bytes() == etag.as_bytes());
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|sent| sent.to_str().ok())
+        .flat_map(|sent| sent.split(','))
+        .any(|sent| sent.trim() == etag || sent.trim() == "*");
     let common = [
         (header::ETAG, etag),
         (header::CACHE_CONTROL, "no-cache".to_owned()),
@@ -147,11 +154,33 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_page_preloads_every_module() {
+        let page = Assets::get("index.html").unwrap();
+        let page = std::str::from_utf8(&page.data).unwrap();
+        for file in Assets::iter().filter(|file| file.ends_with(".js")) {
+            let preload = format!(r#"<link rel="modulepreload" href="dashboard/{file}">"#);
+            assert!(page.contains(&preload), "index.html should preload {file}");
+        }
+    }
+
     #[tokio::test]
     async fn every_asset_has_a_known_type() {
         for file in Assets::iter() {
             assert_ne!(content_type(&file), "application/octet-stream", "{file}");
         }
+    }
+
+    #[tokio::test]
+    async fn text_is_gzipped_for_browsers_that_accept_it() {
+        let request = Request::get("/dashboard/app.js").header(header::ACCEPT_ENCODING, "gzip, br");
+        let response = routes::<()>()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+        let plain = get("/dashboard/app.js", None).await;
+        assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
     }
 
     #[tokio::test]

@@ -38,10 +38,19 @@ function createDeployment(project) {
   const inputFields = h("textarea", { rows: 3, spellcheck: "false" });
   const outputFields = h("textarea", { rows: 3, spellcheck: "false" });
   const labelText = h("input", { autocomplete: "off", spellcheck: "false", placeholder: "team=vision, stage=test" });
+  const inputFieldsBox = field("Input fields", inputFields, fieldsHint);
+  const outputFieldsBox = field("Output fields", outputFields, fieldsHint);
+  // Fields belong to structured input or output only.
+  const showFields = () => {
+    inputFieldsBox.hidden = inputType.value !== "structured";
+    outputFieldsBox.hidden = outputType.value !== "structured";
+  };
+  inputType.addEventListener("change", showFields);
+  outputType.addEventListener("change", showFields);
+  showFields();
   const form = h("form", { class: "card" },
     h("div", { class: "grid" }, field("Name", name), field("Description", description),
-      field("Input type", inputType), field("Output type", outputType),
-      field("Input fields", inputFields, fieldsHint), field("Output fields", outputFields, fieldsHint),
+      field("Input type", inputType), field("Output type", outputType), inputFieldsBox, outputFieldsBox,
       field("Labels", labelText, "key=value, separated by commas.")),
     h("button", { type: "submit" }, "Create deployment"));
   onSubmit(form, async () => {
