@@ -4,14 +4,16 @@ Started by tests/dashboard/run, which runs the server and passes its address,
 the tokens and the project names in DASHBOARD_* variables. One browser per
 session, a fresh context (cookies, storage, cache) per test. Everything the
 scenario does happens through the page, as a person would do it; the API is
-called directly only to create the projects the page starts from, and to
-learn the exact error texts the page must show.
+called directly only to create the projects (and, for the shorter tests, the
+deployments and versions) the page starts from, and to learn the exact error
+texts the page must show.
 
 Selectors are the accessible names of the UI contract (headings, labels,
 button names, roles), not CSS classes. Waits are web-first assertions with
 explicit timeouts: no sleeps.
 """
 
+import contextlib
 import hashlib
 import io
 import json
@@ -19,7 +21,9 @@ import os
 import re
 import secrets
 import statistics
+import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -31,10 +35,22 @@ BASE = os.environ["DASHBOARD_BASE_URL"].rstrip("/")
 ADMIN_TOKEN = os.environ["DASHBOARD_ADMIN_TOKEN"]
 ADMIN_EMAIL = os.environ.get("DASHBOARD_ADMIN_EMAIL", "admin@localhost")
 LIMITED_TOKEN = os.environ["DASHBOARD_LIMITED_TOKEN"]
+# A second project-limited token, revoked by a test while it is signed in,
+# with what the command line needs for that: the binary and the data directory
+# of the running server.
+REVOCABLE_TOKEN = os.environ["DASHBOARD_REVOCABLE_TOKEN"]
+REVOCABLE_EMAIL = os.environ["DASHBOARD_REVOCABLE_EMAIL"]
+SERVER_BIN = os.environ["DASHBOARD_SERVER_BIN"]
+DATA_DIR = os.environ["DASHBOARD_DATA_DIR"]
 PROJECT = os.environ.get("DASHBOARD_PROJECT", "dashboard-demo")
 OTHER_PROJECT = os.environ.get("DASHBOARD_OTHER_PROJECT", "other-project")
+# Made through the page by the scenario test.
+SCENARIO_DEPLOYMENT, SCENARIO_VERSION = "greeter", "v1"
 # Made through the API only: the pages walked for errors, and the page measured.
 WALK_PROJECT = "dashboard-walk"
+# Made through the API in the scenario's project: a version for cancelling,
+# rebuilding and downloading.
+BUILDS_DEPLOYMENT = "builder"
 ARTEFACTS = Path(os.environ.get("DASHBOARD_ARTEFACTS", "target/dashboard-artefacts"))
 CHROMIUM = os.environ.get("DASHBOARD_CHROMIUM", "/usr/bin/chromium")
 # As root Chromium needs --no-sandbox; the rest keep it off the (closed) network.
@@ -50,6 +66,12 @@ CHROMIUM_ARGS = [
 
 UI_TIMEOUT_MS = 15_000
 BUILD_TIMEOUT_MS = 180_000
+# A build after a cancelled one: well within the cancelled import's sleep
+# (SLEEPING_CODE), so that it fails if the cancel left the one worker busy.
+FREED_WORKER_TIMEOUT_MS = 60_000
+DESKTOP = {"viewport": {"width": 1280, "height": 900}}
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 3,
+         "is_mobile": True, "has_touch": True}
 # The first request starts an instance (its environment is made from the package).
 REQUEST_TIMEOUT_MS = 120_000
 expect.set_options(timeout=UI_TIMEOUT_MS)
@@ -129,6 +151,18 @@ def walk_project():
     return project, "classifier"
 
 
+@pytest.fixture(scope="session")
+def builds_version(projects):
+    """A version without a revision in the scenario's project, made through the
+    API. Returns (project, deployment, version)."""
+    project, deployment, version = PROJECT, BUILDS_DEPLOYMENT, "v1"
+    api_ok("POST", f"projects/{project}/deployments", {
+        "name": deployment, "input_type": "plain", "output_type": "plain"})
+    api_ok("POST", f"projects/{project}/deployments/{deployment}/versions",
+           {"version": version, "environment": "python3-11", "instance_type_group_name": "512mb"})
+    return project, deployment, version
+
+
 class Watch:
     """Everything a page fetched, logged as an error, or threw."""
 
@@ -140,6 +174,7 @@ class Watch:
         self.console_errors = []
         self.page_errors = []
         self.allowed_statuses = set()
+        self.allowed_failures = []
         self.error_responses = []
         page.on("request", lambda request: self.urls.append(request.url))
         page.on("response", self._response)
@@ -153,12 +188,18 @@ class Watch:
 
     def _console(self, message):
         if message.type == "error":
-            self.console_errors.append(message.text)
+            self.console_errors.append((message.text, message.location.get("url", "")))
 
     def allow_http_errors(self, *statuses):
         """Chromium itself logs "Failed to load resource: the server responded
         with a status of 401" for an API answer the test provokes on purpose."""
         self.allowed_statuses.update(statuses)
+
+    def allow_failed_loads(self, url_pattern):
+        """Chromium's "Failed to load resource: ..." for the calls to URLs
+        matching `url_pattern` (a regex, matched in full) only: the ones a
+        test breaks on purpose (aborted, or answered with an error)."""
+        self.allowed_failures.append(re.compile(url_pattern))
 
     def outside(self):
         # data: and blob: URLs are made in the page, not fetched.
@@ -167,11 +208,14 @@ class Watch:
 
     def unexpected_console_errors(self):
         errors = []
-        for text in self.console_errors:
+        for text, url in self.console_errors:
             status = self.HTTP_ERROR.search(text)
             if status and int(status.group(1)) in self.allowed_statuses:
                 continue
-            errors.append(text)
+            if text.startswith("Failed to load resource:") and any(
+                    pattern.fullmatch(url) for pattern in self.allowed_failures):
+                continue
+            errors.append(f"{text} ({url})" if url else text)
         return errors
 
     def assert_clean(self):
@@ -181,14 +225,23 @@ class Watch:
         assert self.page_errors == [], "uncaught errors in the page"
 
 
-@pytest.fixture
-def watch(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+@contextlib.contextmanager
+def watched(browser, **context_options):
+    """A page in a fresh context, checked by a Watch once it is closed."""
+    context = browser.new_context(**context_options)
     context.set_default_timeout(UI_TIMEOUT_MS)
     watch = Watch(context.new_page())
-    yield watch
-    context.close()
+    try:
+        yield watch
+    finally:
+        context.close()
     watch.assert_clean()
+
+
+@pytest.fixture
+def watch(browser):
+    with watched(browser, **DESKTOP) as watch:
+        yield watch
 
 
 @pytest.fixture
@@ -222,6 +275,12 @@ def label(page, text):
     return page.get_by_label(text, exact=True)
 
 
+def section_of(page, title):
+    """The page's section headed (h2) `title`."""
+    return page.locator("section").filter(
+        has=page.get_by_role("heading", level=2, name=title, exact=True))
+
+
 def loaded(page):
     """The page's data has arrived: no "Loading…" placeholder is left."""
     expect(page.get_by_text("Loading…")).to_have_count(0)
@@ -251,6 +310,13 @@ def cell(tab, row, column):
     return row.locator(":scope > td, :scope > th").nth(headers.index(column))
 
 
+def api_url_pattern(*segments, query=False):
+    """A regex for the full URL of the API path made of `segments` (escaped as
+    the page escapes them), optionally with a query string."""
+    path = "/".join(urllib.parse.quote(segment, safe="") for segment in segments)
+    return re.escape(f"{BASE}/v2.1/{path}") + (r"(\?.*)?" if query else "")
+
+
 def sign_in(page, token, expect_heading="Projects"):
     page.goto(BASE + "/")
     expect(h1(page)).to_have_text("Sign in")
@@ -263,6 +329,48 @@ def open_route(page, route, heading):
     page.goto(f"{BASE}/#/{route}")
     expect(h1(page)).to_have_text(heading)
     loaded(page)
+
+
+def version_route(project, deployment, version):
+    return (f"projects/{project}/deployments/{deployment}/versions/{version}",
+            f"{deployment} / {version}")
+
+
+def builds_table(page):
+    return table(page, "Revision", "Created", "Build status", "Trigger", "Error")
+
+
+def build_logs(page):
+    return page.get_by_role("log", name="Build logs")
+
+
+def upload_package(page, zip_path):
+    """Uploads `zip_path` with the version page's form; returns the API's
+    answer to the upload ({"revision": ..., "build": ...})."""
+    label(page, "Deployment zip").set_input_files(str(zip_path))
+    with page.expect_response(lambda response: response.request.method == "POST"
+                              and response.url.endswith("/revisions")) as answer:
+        button(page, "Upload").click()
+    assert answer.value.status == 201, answer.value.text()
+    return answer.value.json()
+
+
+def row_of_build(page, revision, trigger="Deployment file upload"):
+    """The row of the builds table for `revision` (its id) started by `trigger`."""
+    builds = builds_table(page)
+    return row_with(page, builds, revision[:8]).filter(
+        has=page.locator("td").filter(has_text=re.compile(rf"^\s*{re.escape(trigger)}\s*$")))
+
+
+def expect_build_success(page, row, timeout=BUILD_TIMEOUT_MS):
+    """The build in `row` ends, in success, its log following it to the end."""
+    status = cell(builds_table(page), row, "Build status")
+    logs = build_logs(page)
+    expect(status).to_have_text(re.compile(r"^(success|failed|cancelled)$"), timeout=timeout)
+    expect(status, f"the build's log: {logs.inner_text()}").to_have_text("success")
+    # The outcome line is written just after the outcome is published.
+    expect(logs).to_contain_text("Build succeeded")
+    return logs
 
 
 def variables_table(page):
@@ -367,15 +475,32 @@ class Deployment:
 '''
 
 
-def package_zip(path, secret):
+PLAIN_CODE = '''\
+class Deployment:
+    def __init__(self, base_directory, context):
+        pass
+
+    def request(self, data):
+        return data
+'''
+
+# Imported by a build's validation stage: it sits in `validating` for this
+# long, unless cancelled (well below the server's 120 s import timeout).
+SLEEPING_CODE = "import time\n\ntime.sleep(100)\n\n\n" + PLAIN_CODE
+
+
+def write_package(path, code):
     """deployment.py in a top-level folder, as the UbiOps template has it; no
     requirements, so the build downloads nothing."""
-    code = DEPLOYMENT_CODE % hashlib.sha256(secret.encode()).hexdigest()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("deployment_package/deployment.py", code)
     path.write_bytes(buffer.getvalue())
     return path
+
+
+def package_zip(path, secret):
+    return write_package(path, DEPLOYMENT_CODE % hashlib.sha256(secret.encode()).hexdigest())
 
 
 # --- tests ----------------------------------------------------------------------
@@ -409,7 +534,7 @@ def test_sign_in_refuses_a_wrong_token_then_accepts_the_admin_token(page, watch,
 def test_deployment_from_the_page_to_a_request(page, projects, tmp_path):
     """The issue's scenario, in order, through the page only."""
     project = PROJECT
-    deployment, version = "greeter", "v1"
+    deployment, version = SCENARIO_DEPLOYMENT, SCENARIO_VERSION
     project_word = "proj-" + secrets.token_hex(3)
     deployment_word = "dep-" + secrets.token_hex(3)
     greeting = "hello-" + secrets.token_hex(4)
@@ -475,18 +600,12 @@ def test_deployment_from_the_page_to_a_request(page, projects, tmp_path):
     expect(row_with(page, variables, "DEPLOYMENT_WORD")).to_contain_text("inherited from deployment")
 
     step("upload the zip; the build's status and logs follow it live")
-    label(page, "Deployment zip").set_input_files(str(zip_path))
-    button(page, "Upload").click()
-    builds = table(page, "Revision", "Created", "Build status", "Trigger", "Error")
+    upload_package(page, zip_path)
+    builds = builds_table(page)
     build_row = data_rows(page, builds)
     expect(build_row).to_have_count(1)
-    status = cell(builds, build_row, "Build status")
-    logs = page.get_by_role("log", name="Build logs")
-    expect(logs).to_be_visible()
-    expect(status).to_have_text(re.compile(r"^(success|failed|cancelled)$"), timeout=BUILD_TIMEOUT_MS)
-    expect(status, f"the build's log: {logs.inner_text()}").to_have_text("success")
-    # The outcome line is written just after the outcome is published.
-    expect(logs).to_contain_text("Build succeeded")
+    expect(build_logs(page)).to_be_visible()
+    logs = expect_build_success(page, build_row)
     expect(logs).to_contain_text("Extracted 1 files")
     expect(logs).to_contain_text("Validating: importing")
     lines = [line for line in logs.inner_text().splitlines() if line.strip()]
@@ -585,16 +704,21 @@ def test_a_project_limited_token_sees_only_its_project(page, watch, projects):
     shot(page, "08-limited-forbidden")
 
 
+def walk_pages(project, deployment):
+    """(route, heading) of the four main pages, for the walk project."""
+    return [
+        ("projects", "Projects"),
+        (f"projects/{project}", project),
+        (f"projects/{project}/deployments/{deployment}", deployment),
+        version_route(project, deployment, "v1"),
+    ]
+
+
 def test_pages_fetch_nothing_from_outside_and_log_no_errors(page, watch, walk_project):
     project, deployment = walk_project
     sign_in(page, ADMIN_TOKEN)
     loaded(page)
-    for route, heading in [
-        ("projects", "Projects"),
-        (f"projects/{project}", project),
-        (f"projects/{project}/deployments/{deployment}", deployment),
-        (f"projects/{project}/deployments/{deployment}/versions/v1", f"{deployment} / v1"),
-    ]:
+    for route, heading in walk_pages(project, deployment):
         open_route(page, route, heading)
         page.wait_for_load_state("networkidle")
         # An admin's pages of a healthy project show no API error.
@@ -602,6 +726,227 @@ def test_pages_fetch_nothing_from_outside_and_log_no_errors(page, watch, walk_pr
     assert any("/v2.1/" in url for url in watch.urls), watch.urls
     step(f"{len(watch.urls)} requests, all to {BASE}")
     watch.assert_clean()
+
+
+def test_cancel_a_build_then_rebuild_and_download_a_revision(page, builds_version, tmp_path):
+    """One test, in this order: the server has one build worker, and the
+    builds after the cancelled one show that it is free again."""
+    project, deployment, version = builds_version
+    sleeping_zip = write_package(tmp_path / "sleeping.zip", SLEEPING_CODE)
+    plain_zip = write_package(tmp_path / "plain.zip", PLAIN_CODE)
+    sign_in(page, ADMIN_TOKEN)
+    open_route(page, *version_route(project, deployment, version))
+    builds = builds_table(page)
+
+    step("a build that sits in validating (its import sleeps) is cancelled from its row")
+    sleeping = upload_package(page, sleeping_zip)
+    row = row_of_build(page, sleeping["revision"])
+    expect(row).to_have_count(1)
+    status = cell(builds, row, "Build status")
+    expect(status).to_have_text("validating", timeout=BUILD_TIMEOUT_MS)
+    expect(build_logs(page)).to_contain_text("Validating: importing")
+    row_button(row, "Cancel build").click()
+    expect(status).to_have_text("cancelled")
+    expect(row_button(row, "Cancel build")).to_have_count(0)
+    expect(page.get_by_role("alert")).to_have_count(0)
+
+    step("the next upload builds at once: the cancel freed the worker")
+    plain = upload_package(page, plain_zip)
+    row = row_of_build(page, plain["revision"])
+    expect(row).to_have_count(1)
+    expect_build_success(page, row, timeout=FREED_WORKER_TIMEOUT_MS)
+    expect(cell(builds, row_of_build(page, sleeping["revision"]), "Build status")).to_have_text("cancelled")
+
+    step("Rebuild: a new build of the revision, triggered as a rebuild, followed to success")
+    with page.expect_response(lambda response: response.request.method == "POST"
+                              and response.url.endswith("/rebuild")) as answer:
+        row_button(row, "Rebuild").click()
+    rebuild = answer.value.json()
+    assert answer.value.status == 201, rebuild
+    rebuilt = row_of_build(page, plain["revision"], trigger="Rebuild")
+    expect(rebuilt).to_have_count(1)
+    expect(data_rows(page, builds)).to_have_count(3)
+    # The log region follows the new build.
+    expect(section_of(page, "Build logs")).to_contain_text(f"Build {rebuild['id']}")
+    logs = expect_build_success(page, rebuilt)
+    expect(logs).to_contain_text("Validating: importing")
+    expect(cell(builds, row, "Build status")).to_have_text("success")
+
+    step("Download: the very zip that was uploaded")
+    with page.expect_download() as download:
+        row_button(rebuilt, "Download").click()
+    saved = tmp_path / "downloaded.zip"
+    download.value.save_as(saved)
+    assert download.value.suggested_filename == plain_zip.name
+    assert zipfile.is_zipfile(saved)
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == \
+        hashlib.sha256(plain_zip.read_bytes()).hexdigest(), "the download differs from the upload"
+    expect(page.get_by_role("alert")).to_have_count(0)
+    shot(page, "10-cancel-rebuild")
+
+
+def test_an_unreachable_api_fails_only_its_own_section(page, watch, walk_project):
+    project, deployment = walk_project
+    versions = api_url_pattern("projects", project, "deployments", deployment, "versions")
+    watch.allow_failed_loads(versions)
+    page.route(re.compile(versions + "$"), lambda route: route.abort())
+    sign_in(page, ADMIN_TOKEN)
+    open_route(page, f"projects/{project}/deployments/{deployment}", deployment)
+    expect(section_of(page, "Versions").get_by_role("alert")).to_have_text("The server could not be reached")
+    expect(page.get_by_role("alert")).to_have_count(1)
+    expect(row_with(page, variables_table(page), "MODEL")).to_have_count(1)
+    expect(data_rows(page, table(page, "Date", "User", "Action", "Event")).first).to_be_visible()
+    expect(page.locator("dl")).to_contain_text("structured")
+
+
+def test_a_slow_call_keeps_its_section_loading_and_the_others_render(page, walk_project):
+    """The audit trail's call is held until the rest of the page is checked,
+    then let through: no fixed delay to guess."""
+    project, deployment = walk_project
+    held = []
+    page.route(re.compile(api_url_pattern("projects", project, "deployments", deployment, "audit", query=True)),
+               lambda route: held.append(route))
+    sign_in(page, ADMIN_TOKEN)
+    page.goto(f"{BASE}/#/projects/{project}/deployments/{deployment}")
+    expect(h1(page)).to_have_text(deployment)
+    audit = section_of(page, "Audit trail")
+    expect(audit.get_by_text("Loading…")).to_be_visible()
+    expect(row_with(page, table(page, "Version", "Status", "Environment"), "v1")).to_have_count(1)
+    expect(row_with(page, variables_table(page), "MODEL")).to_have_count(1)
+    expect(page.locator("dl")).to_contain_text("structured")
+    # Everything but the audit trail has arrived.
+    expect(page.get_by_text("Loading…")).to_have_count(1)
+    expect(audit.get_by_text("Loading…")).to_be_visible()
+    assert len(held) == 1, f"the audit trail's call was not held: {held}"
+    held[0].continue_()
+    expect(data_rows(page, table(page, "Date", "User", "Action", "Event")).first).to_be_visible()
+    loaded(page)
+    expect(page.get_by_role("alert")).to_have_count(0)
+
+
+def test_a_form_shows_the_api_error_and_stays(page, watch, walk_project):
+    project, _ = walk_project
+    created = api_url_pattern("projects", project, "deployments")
+    watch.allow_failed_loads(created)
+    sign_in(page, ADMIN_TOKEN)
+    open_route(page, f"projects/{project}", project)
+    form = section_of(page, "Create deployment")
+    label(page, "Name").fill("Bad Name!")
+    with page.expect_response(lambda response: response.request.method == "POST"
+                              and re.fullmatch(created, response.url)) as answer:
+        button(page, "Create deployment").click()
+    # The same call, made here: the page must show its error word for word.
+    status, expected = api("POST", f"projects/{project}/deployments", answer.value.request.post_data_json)
+    assert answer.value.status == status and 400 <= status < 500, (answer.value.status, status, expected)
+    expect(form.get_by_role("alert")).to_have_text(expected["error"])
+    expect(page).to_have_url(f"{BASE}/#/projects/{project}")
+    expect(h1(page)).to_have_text(project)
+    expect(label(page, "Name")).to_have_value("Bad Name!")
+    expect(button(page, "Create deployment")).to_be_enabled()
+    step(f"the form's alert: {expected['error']!r}")
+
+
+def test_a_token_revoked_while_signed_in_returns_to_sign_in(page, watch, projects):
+    # The project page's calls, made after the revocation, are refused.
+    watch.allow_failed_loads(api_url_pattern("projects", PROJECT) + r"/.*")
+    sign_in(page, REVOCABLE_TOKEN)
+    loaded(page)
+    expect(page.get_by_role("link", name=PROJECT, exact=True)).to_be_visible()
+    environment = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    revoked = subprocess.run(
+        [SERVER_BIN, "token", "revoke", "--data-dir", DATA_DIR, "--email", REVOCABLE_EMAIL],
+        env=environment, capture_output=True, text=True, timeout=120, check=False)
+    assert revoked.returncode == 0, revoked.stderr
+    status, answer = api("GET", "projects", token=REVOCABLE_TOKEN)
+    assert status == 401, (status, answer)
+
+    page.get_by_role("link", name=PROJECT, exact=True).click()
+    expect(h1(page)).to_have_text("Sign in")
+    expect(button(page, "Sign out")).to_have_count(0)
+    stored = page.evaluate("() => JSON.stringify([{...sessionStorage}, {...localStorage}])")
+    assert REVOCABLE_TOKEN not in stored, stored
+
+
+def test_sign_in_with_the_keyboard_only(page, projects):
+    page.goto(BASE + "/")
+    expect(h1(page)).to_have_text("Sign in")
+    field = label(page, "API token")
+    for presses in range(1, 11):
+        page.keyboard.press("Tab")
+        if field.evaluate("element => element === document.activeElement"):
+            break
+    expect(field).to_be_focused()
+    step(f"the token field reached with {presses} Tab")
+    page.keyboard.type(ADMIN_TOKEN)
+    page.keyboard.press("Enter")
+    expect(h1(page)).to_have_text("Projects")
+    expect(page.get_by_role("link", name=PROJECT, exact=True)).to_be_visible()
+
+
+# Elements that stick out to the right of a screen `width` wide, outside any
+# element that scrolls sideways (a wide table in its own scroller is fine).
+OVERFLOWING = """width => {
+  const scrolls = (e) => ['auto', 'scroll', 'hidden', 'clip'].includes(getComputedStyle(e).overflowX);
+  const out = [];
+  for (const e of document.body.querySelectorAll('*')) {
+    let parent = e.parentElement, inScroller = false;
+    for (; parent && parent !== document.body; parent = parent.parentElement) {
+      if (scrolls(parent)) { inScroller = true; break; }
+    }
+    const box = e.getBoundingClientRect();
+    if (!inScroller && box.width > 0 && box.right > width + 0.5) {
+      out.push(`<${e.tagName.toLowerCase()} class="${e.className}"> right ${Math.round(box.right)}: `
+               + (e.textContent || '').trim().slice(0, 40));
+    }
+  }
+  return out;
+}"""
+
+
+def test_the_version_page_fits_a_phone(browser, projects):
+    route, heading = version_route(PROJECT, SCENARIO_DEPLOYMENT, SCENARIO_VERSION)
+    status, _ = api("GET", route)
+    assert status == 200, "the version is made by test_deployment_from_the_page_to_a_request: run it first"
+    with watched(browser, **PHONE) as watch:
+        page = watch.page
+        sign_in(page, ADMIN_TOKEN)
+        open_route(page, route, heading)
+        row = data_rows(page, builds_table(page)).first
+        row_button(row, "Logs").tap()
+        expect(build_logs(page)).to_contain_text("Build succeeded")
+        shot(page, "09-phone-version")
+        # A phone widens the layout to what sticks out (innerWidth grows with
+        # it): the screen's width is the measure.
+        width = PHONE["viewport"]["width"]
+        sizes = page.evaluate("() => ({scrollWidth: document.documentElement.scrollWidth, innerWidth})")
+        assert sizes["scrollWidth"] <= width and sizes["innerWidth"] == width, \
+            f"the page is wider than the screen ({width} px): {sizes}; {page.evaluate(OVERFLOWING, width)}"
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+  .filter(e => e.type !== 'hidden')
+  .filter(e => ![...e.labels].some(l => l.textContent.trim())
+               && !(e.getAttribute('aria-label') || '').trim())
+  .map(e => e.outerHTML)"""
+
+
+def labelled_controls(page, where):
+    """How many form controls the page has, after checking each has a label."""
+    assert page.evaluate(UNLABELLED) == [], f"form controls without a label on {where}"
+    return page.locator("input, select, textarea").count()
+
+
+def test_every_form_control_has_a_label(page, walk_project):
+    project, deployment = walk_project
+    page.goto(BASE + "/")
+    expect(h1(page)).to_have_text("Sign in")
+    counted = {"signin": labelled_controls(page, "Sign in")}
+    sign_in(page, ADMIN_TOKEN)
+    for route, heading in walk_pages(project, deployment):
+        open_route(page, route, heading)
+        counted[route] = labelled_controls(page, f"#/{route}")
+    step(f"form controls, all labelled: {counted}")
+    assert counted[version_route(project, deployment, "v1")[0]] > 0, counted
 
 
 MEASURE_RUNS = 3
