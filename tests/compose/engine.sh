@@ -18,11 +18,13 @@ engine_install() {
 }
 
 engine_start() {
-  engine_root=$state/engine
+  # runc refuses a container root whose path passes through a symlink, as
+  # target/ does in CI (a link to the machine's cache): use the real path.
+  mkdir -p "$state/engine"
+  engine_root=$(cd "$state/engine" && pwd -P)
   # The exec root holds unix sockets, whose paths are limited to 108 bytes:
   # keep it short, outside the (possibly deep) checkout.
   engine_exec=$(mktemp -d /tmp/ubiops-dockerd.XXXXXX)
-  mkdir -p "$engine_root"
 
   export DOCKER_HOST=unix://$engine_root/docker.sock
   engine_forward_before=$(cat /proc/sys/net/ipv4/ip_forward)
