@@ -1,5 +1,5 @@
 import { api } from "../api.js";
-import { checkbox, field, h, live, onSubmit, section, table } from "../dom.js";
+import { alertBox, checkbox, field, h, live, onSubmit, section, table } from "../dom.js";
 
 const HIDDEN = "••••••";
 
@@ -23,7 +23,7 @@ export function variablesPart(scope, level) {
         try {
           await api("DELETE", `${scope}/environment-variables/${encodeURIComponent(v.id)}`);
         } catch (error) {
-          list.prepend(h("p", { role: "alert", class: "error" }, error.message));
+          list.prepend(alertBox(error.message));
           event.target.disabled = false;
           return;
         }
