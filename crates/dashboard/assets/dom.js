@@ -124,7 +124,3 @@ export function labels(map) {
 export function statusBadge(status) {
   return h("span", { class: `status status-${String(status).replace(/[^a-z_]/g, "")}` }, status ?? "—");
 }
-
-export function link(href, text) {
-  return h("a", { href }, text);
-}

@@ -74,7 +74,7 @@ function inputControls(deployment) {
   };
 }
 
-export function convert(type, text) {
+function convert(type, text) {
   switch (type) {
     case "string": return text;
     case "bool": return text === "true";

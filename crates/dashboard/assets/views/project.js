@@ -70,7 +70,7 @@ function createDeployment(project) {
 }
 
 /** `name: type` lines; what the API thinks of them it says itself. */
-export function parseFields(text) {
+function parseFields(text) {
   return text.split("\n").map((line) => line.trim()).filter(Boolean).map((line) => {
     const [fieldName, dataType = ""] = line.split(":").map((part) => part.trim());
     return { name: fieldName, data_type: dataType };
