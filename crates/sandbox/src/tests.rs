@@ -15,6 +15,10 @@ struct Fixture {
 /// `range` keeps the tests' user ids apart: they run at once, and the locks
 /// that make an id one sandbox's live in the machine-wide directory.
 fn fixture(range: u32) -> Fixture {
+    fixture_with_ids(range, 100)
+}
+
+fn fixture_with_ids(range: u32, ids: u32) -> Fixture {
     assert_eq!(
         unsafe { libc::geteuid() },
         0,
@@ -26,7 +30,7 @@ fn fixture(range: u32) -> Fixture {
     fs::set_permissions(&root, fs::Permissions::from_mode(0o711)).unwrap();
     let sandboxes = Sandboxes::new(
         Users::Range {
-            uids: 1_899_000_000 + range * 100..=1_899_000_099 + range * 100,
+            uids: 1_899_000_000 + range * 100..=1_899_000_000 + range * 100 + ids - 1,
             lock_dir: PathBuf::from(DEFAULT_LOCK_DIR),
         },
         Limits::default(),
@@ -179,18 +183,35 @@ async fn limits_hold_and_output_comes_in_bounded_lines() {
 
 #[test]
 fn an_ended_sandbox_gives_back_its_user_id_and_directory() {
-    let f = fixture(5);
-    let first = f.sandboxes.enter(&f.root.join("a")).unwrap();
+    // One id only: the second sandbox can have it only if the first gave it back.
+    let f = fixture_with_ids(5, 1);
+    let first = enter_when_free(&f, "a");
     let uid = first.uid().unwrap();
     drop(first);
-    // Another thread forking at this moment holds a copy of the lock until
-    // its child execs, and the next id is taken instead: either is right.
-    let again = f.sandboxes.enter(&f.root.join("b")).unwrap();
-    assert!((uid..uid + 100).contains(&again.uid().unwrap()));
+    let again = enter_when_free(&f, "b");
+    assert_eq!(again.uid(), Some(uid));
     assert!(
         !f.root.join("a").exists(),
         "a sandbox's directory goes with it"
     );
+}
+
+/// Enters a sandbox, waiting briefly while its id is held: another test's
+/// thread forking at the moment a lease is released holds a copy of the
+/// lock until its child execs.
+fn enter_when_free(f: &Fixture, dir: &str) -> Sandbox {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match f.sandboxes.enter(&f.root.join(dir)) {
+            Ok(sandbox) => return sandbox,
+            Err(error)
+                if error.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(error) => panic!("no sandbox for {dir}: {error}"),
+        }
+    }
 }
 
 #[test]
