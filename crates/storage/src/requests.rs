@@ -499,6 +499,14 @@ impl Lookup for RecordRequests {
     }
 }
 
+/// Commits without waiting for the WAL flush (`synchronous_commit` off for
+/// this statement's transaction only): the caller already has its answer,
+/// and the record is its history. A crash of PostgreSQL or the machine can
+/// lose the records of the last moments (at most three `wal_writer_delay`s),
+/// never leave one half written, and every reader sees a record as soon as
+/// its caller does. Waiting for the flush cost each direct request a disk
+/// write; batch results, which are the only delivery of their answer, are
+/// committed durably (`crate::queue`).
 async fn insert_records(conn: &mut PgConnection, rows: &[RecordRow]) -> sqlx::Result<()> {
     fn column<'a, T>(rows: &'a [RecordRow], value: impl Fn(&'a RecordRow) -> T) -> Vec<T> {
         rows.iter().map(value).collect()
@@ -520,7 +528,8 @@ async fn insert_records(conn: &mut PgConnection, rows: &[RecordRow]) -> sqlx::Re
               AS r(id, project_id, deployment_id, version_id, batch, status, success,
                    time_created, time_started, time_completed, request_data, result,
                    input_size, output_size, error_message, created_by, origin,
-                   notification_group, timeout_seconds, expires_at)",
+                   notification_group, timeout_seconds, expires_at),
+              (SELECT set_config('synchronous_commit', 'off', true)) AS commit_without_flush",
         &column(rows, |r| r.new.id),
         &column(rows, |r| r.new.project_id),
         &column(rows, |r| r.new.deployment_id),
