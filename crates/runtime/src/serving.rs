@@ -199,12 +199,14 @@ impl Serving {
         })
     }
 
-    /// Runs the batch queue, tends the instances (idle ones stopped, the
-    /// minimum started, those of versions that no longer serve retired) and
-    /// removes expired requests, until `stop` turns true; then, once the
+    /// Runs the batch queue, follows changes to what requests are served
+    /// by (see `Store::follow_serving_changes`), tends the instances (idle
+    /// ones stopped, the minimum started, those of versions that no longer
+    /// serve retired) and removes expired requests, until `stop` turns true; then, once the
     /// batch requests in flight are recorded, stops every instance.
     pub async fn maintain(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let queue = tokio::spawn(self.clone().work_queue(stop.clone()));
+        let changes = tokio::spawn(self.store.clone().follow_serving_changes(stop.clone()));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for round in 0u64.. {
@@ -221,6 +223,7 @@ impl Serving {
             }
         }
         let _ = queue.await;
+        let _ = changes.await;
         self.pools.stop_all().await;
     }
 

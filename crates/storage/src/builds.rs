@@ -238,7 +238,11 @@ impl Store {
                 Err(error) if error.is_transient_conflict() && conflicts < MAX_CONFLICTS => {
                     conflicts += 1;
                 }
-                published => return published,
+                published => {
+                    // A request right after it goes to the new revision.
+                    self.serving_changed();
+                    return published;
+                }
             }
         }
     }

@@ -17,10 +17,12 @@ mod requests;
 mod revisions;
 mod sealing;
 mod serving;
+mod serving_cache;
 mod tokens;
 mod variables;
 mod versions;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -46,12 +48,13 @@ pub use revisions::{
     BUILDS_CHANNEL,
 };
 pub use serving::{no_default_version, ActiveRevision, CodeVariable, ServingTarget, VariableValue};
+pub use serving_cache::SERVING_CHANNEL;
 pub use tokens::{BootstrapOutcome, TokenListing, TokenRecord};
 pub use variables::{ScopeStamp, Variable, VariableScope};
 pub use versions::{DeploymentRef, ResolvedVersion, Version};
 
-/// The auxiliary pool's size: the `LISTEN`s of the build workers and of
-/// the batch queue, a migration, a test's reads.
+/// The auxiliary pool's size: the `LISTEN`s of the build workers, of the
+/// batch queue and of serving changes, a migration, a test's reads.
 const AUXILIARY_CONNECTIONS: u32 = 5;
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -86,6 +89,7 @@ struct Lookups {
     variables: Batcher<variables::VariablesOfScope>,
     serving: Batcher<serving::ServingByNames>,
     records: Batcher<requests::RecordRequests>,
+    serving_cache: Arc<serving_cache::ServingCache>,
 }
 
 impl Lookups {
@@ -97,6 +101,7 @@ impl Lookups {
             variables: Batcher::start(connections.clone()),
             serving: Batcher::start(connections.clone()),
             records: Batcher::start(connections.clone()),
+            serving_cache: Arc::default(),
         }
     }
 }

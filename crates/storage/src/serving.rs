@@ -14,6 +14,7 @@ use crate::deployments::deployment_not_found;
 use crate::error::{corrupt, refuse_nul};
 use crate::projects::project_not_found;
 use crate::requests::Retention;
+use crate::serving_cache;
 use crate::versions::version_not_found;
 use crate::{Result, StorageError, Store};
 
@@ -205,14 +206,31 @@ impl Store {
             deployment_name,
             version_name.unwrap_or_default(),
         ])?;
+        let key = (
+            project_name.to_owned(),
+            deployment_name.to_owned(),
+            version_name.map(str::to_owned),
+        );
+        let cache = &self.lookups.serving_cache;
+        if let Some(target) = cache.get(&key) {
+            return Ok(target);
+        }
+        let generation = cache.current();
+        let target = self.read_serving_target(&key).await?;
+        // Only targets that serve are kept: one that does not yet is asked
+        // again, and its error costs a query anyway.
+        if let (Some(generation), Some(_)) = (generation, &target.active_revision) {
+            cache.keep(key, generation, &target);
+        }
+        Ok(target)
+    }
+
+    async fn read_serving_target(&self, key: &serving_cache::Key) -> Result<ServingTarget> {
+        let (project_name, deployment_name, version_name) = (&key.0, &key.1, key.2.as_deref());
         let row = self
             .lookups
             .serving
-            .lookup((
-                project_name.to_owned(),
-                deployment_name.to_owned(),
-                version_name.map(str::to_owned),
-            ))
+            .lookup(key.clone())
             .await?
             .pop()
             .ok_or_else(|| project_not_found(project_name))?;

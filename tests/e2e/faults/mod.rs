@@ -6,6 +6,7 @@
 
 mod batch;
 mod harness;
+mod serving;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

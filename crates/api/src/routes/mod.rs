@@ -21,7 +21,9 @@ mod versions;
 
 use std::any::Any;
 
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Json, Router};
@@ -37,12 +39,14 @@ use crate::{openapi, AppState};
 /// requires a token except `status` and the document itself, which say
 /// nothing about data.
 pub fn api_routes(state: AppState) -> OpenApiRouter {
-    let in_project = OpenApiRouter::new()
+    let changing_what_serves = OpenApiRouter::new()
         .merge(deployments::routes())
-        .merge(audit::routes())
         .merge(versions::routes())
         .merge(variables::routes())
-        .merge(under_version())
+        .merge(under_version());
+    let in_project = OpenApiRouter::new()
+        .merge(noting_serving_changes(changing_what_serves, state.clone()))
+        .merge(audit::routes())
         .merge(environments::routes())
         .merge(instance_type_groups::routes())
         .merge(instance_types::routes())
@@ -51,7 +55,7 @@ pub fn api_routes(state: AppState) -> OpenApiRouter {
         .merge(batch_requests::routes())
         .route_layer(middleware::from_fn(require_project_access));
     let authenticated = OpenApiRouter::new()
-        .merge(projects::routes())
+        .merge(noting_serving_changes(projects::routes(), state.clone()))
         .merge(user::routes())
         .merge(organizations::routes())
         .merge(template_deployments::routes())
@@ -71,6 +75,27 @@ fn with_token_required(
     let mut router = router.route_layer(middleware::from_fn_with_state(state, require_token));
     openapi::document_token_required(router.get_openapi_mut());
     router
+}
+
+/// After each change through `router`'s routes, this process reads the
+/// versions that requests go to anew (other processes learn of it from
+/// PostgreSQL's notification, a moment later): a request sent right after
+/// the answer goes to what the change made.
+fn noting_serving_changes(
+    router: OpenApiRouter<AppState>,
+    state: AppState,
+) -> OpenApiRouter<AppState> {
+    router.route_layer(middleware::from_fn_with_state(
+        state,
+        |State(state): State<AppState>, request: Request, next: Next| async move {
+            let changes = !request.method().is_safe();
+            let response = next.run(request).await;
+            if changes {
+                state.store.serving_changed();
+            }
+            response
+        },
+    ))
 }
 
 /// Revisions, their uploads and their builds, nested under the version's
