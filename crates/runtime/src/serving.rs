@@ -202,8 +202,9 @@ impl Serving {
     /// Runs the batch queue, follows changes to what requests are served
     /// by (see `Store::follow_serving_changes`), tends the instances (idle
     /// ones stopped, the minimum started, those of versions that no longer
-    /// serve retired) and removes expired requests, until `stop` turns true; then, once the
-    /// batch requests in flight are recorded, stops every instance.
+    /// serve retired) and removes expired requests, until `stop` turns
+    /// true; then, once the batch requests in flight are recorded, stops
+    /// every instance.
     pub async fn maintain(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let queue = tokio::spawn(self.clone().work_queue(stop.clone()));
         let changes = tokio::spawn(self.store.clone().follow_serving_changes(stop.clone()));

@@ -48,7 +48,6 @@ pub use revisions::{
     BUILDS_CHANNEL,
 };
 pub use serving::{no_default_version, ActiveRevision, CodeVariable, ServingTarget, VariableValue};
-pub use serving_cache::SERVING_CHANNEL;
 pub use tokens::{BootstrapOutcome, TokenListing, TokenRecord};
 pub use variables::{ScopeStamp, Variable, VariableScope};
 pub use versions::{DeploymentRef, ResolvedVersion, Version};

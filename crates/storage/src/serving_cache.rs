@@ -26,7 +26,7 @@ use crate::Store;
 
 /// The channel the tables' triggers notify (see the migration
 /// `serving_notifications`).
-pub const SERVING_CHANNEL: &str = "ubiops_serving_changed";
+const SERVING_CHANNEL: &str = "ubiops_serving_changed";
 
 /// Beyond this many targets, the next one starts over with an empty map:
 /// far more than the versions one process serves at a time.
