@@ -9,9 +9,7 @@
 //! only form when queries are already in flight.
 //!
 //! Reads stay as fresh as unbatched ones: a lookup's query starts after the
-//! lookup was asked, so it sees every change committed before that. The
-//! same works for inserts whose callers wait for their commit (the records
-//! of finished requests): one statement, one commit, for all that waited.
+//! lookup was asked, so it sees every change committed before that.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -13,6 +13,7 @@ mod logs;
 mod notifications;
 mod projects;
 mod queue;
+mod record_writer;
 mod requests;
 mod revisions;
 mod sealing;
@@ -56,6 +57,9 @@ pub use versions::{DeploymentRef, ResolvedVersion, Version};
 /// batch queue and of serving changes, a migration, a test's reads.
 const AUXILIARY_CONNECTIONS: u32 = 5;
 
+/// How long closing waits for the queued records of finished requests.
+const RECORDS_PATIENCE: Duration = Duration::from_secs(10);
+
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// The migrations of `migrations/`, embedded in the binary.
@@ -87,7 +91,7 @@ struct Lookups {
     scope: Batcher<variables::ScopeByNames>,
     variables: Batcher<variables::VariablesOfScope>,
     serving: Batcher<serving::ServingByNames>,
-    records: Batcher<requests::RecordRequests>,
+    records: record_writer::RecordWriter,
     serving_cache: Arc<serving_cache::ServingCache>,
 }
 
@@ -99,7 +103,7 @@ impl Lookups {
             scope: Batcher::start(connections.clone()),
             variables: Batcher::start(connections.clone()),
             serving: Batcher::start(connections.clone()),
-            records: Batcher::start(connections.clone()),
+            records: record_writer::RecordWriter::start(connections.clone()),
             serving_cache: Arc::default(),
         }
     }
@@ -145,7 +149,10 @@ impl Store {
             .map_err(|e| StorageError::Database(sqlx::Error::Migrate(Box::new(e))))
     }
 
+    /// Writes the records of finished requests still queued (waiting at
+    /// most `RECORDS_PATIENCE` for a database that may be gone) and closes.
     pub async fn close(&self) {
+        self.lookups.records.finish(RECORDS_PATIENCE).await;
         self.connections.close();
         self.pool.close().await;
     }

@@ -309,8 +309,10 @@ impl Store {
 
     /// Cancels a request of a version: a pending one at once, a processing
     /// one once its worker lets go (`cancelled_pending` until then). A
-    /// finished one is refused. Returns the status it now has.
+    /// finished one (a direct request's record queued included) is refused.
+    /// Returns the status it now has.
     pub async fn cancel_request(&self, version_id: Uuid, id: Uuid) -> Result<RequestStatus> {
+        self.requests_written().await;
         let mut connection = self.connection().await?;
         let mut tx = connection.begin().await?;
         let status = sqlx::query_scalar!(

@@ -11,7 +11,6 @@ use ubiops_domain::requests::{RequestFilter, RequestStatus, SortOrder};
 use ubiops_domain::version::{RetentionMode, VersionSettings};
 use uuid::Uuid;
 
-use crate::batch::{Keyed, Lookup};
 use crate::error::corrupt;
 use crate::logs::contains_pattern;
 use crate::{Result, StorageError, Store};
@@ -275,8 +274,9 @@ impl Store {
     /// Records a finished direct request, kept as its retention says: mode
     /// `none` (or a time of 0 seconds) stores nothing, `metadata` all but
     /// the data and the result, `full` everything. It may be deleted once
-    /// its retention time from `time_created` has passed. Requests recorded
-    /// at the same time share one INSERT, and so one commit.
+    /// its retention time from `time_created` has passed. The record is
+    /// queued and written behind the answer (`crate::record_writer`); the
+    /// reads below wait for what was queued before them.
     ///
     /// A version deleted while its request ran takes the request with it,
     /// as deleting it afterwards would have: nothing is stored then.
@@ -308,10 +308,17 @@ impl Store {
                 ..new
             },
         };
-        self.lookups.records.lookup(row).await.map(drop)
+        self.lookups.records.record(row).await
+    }
+
+    /// Returns once the records of every request finished before the call
+    /// are in the database: what the request reads below do first.
+    pub async fn requests_written(&self) {
+        self.lookups.records.written().await;
     }
 
     pub async fn get_request(&self, version_id: Uuid, id: Uuid) -> Result<StoredRequest> {
+        self.requests_written().await;
         query_stored!("r.id = $2", version_id, id)
             .fetch_optional(&mut *self.connection().await?)
             .await?
@@ -322,6 +329,7 @@ impl Store {
     /// Several requests of a version, in no particular order; all or none:
     /// an id that is not there is `NotFound` naming it.
     pub async fn get_requests(&self, version_id: Uuid, ids: &[Uuid]) -> Result<Vec<StoredRequest>> {
+        self.requests_written().await;
         let rows = query_stored!("r.id = ANY($2)", version_id, ids)
             .fetch_all(&mut *self.connection().await?)
             .await?;
@@ -343,6 +351,7 @@ impl Store {
         if filter.matches_nothing {
             return Ok(Vec::new());
         }
+        self.requests_written().await;
         let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
         let search = filter.search_id.as_deref().map(contains_pattern);
         let mut connection = self.connection().await?;
@@ -401,6 +410,7 @@ impl Store {
 
     /// Deletes one request of a version.
     pub async fn delete_request(&self, version_id: Uuid, id: Uuid) -> Result<()> {
+        self.requests_written().await;
         let deleted = sqlx::query!(
             "DELETE FROM deployment_requests WHERE version_id = $1 AND id = $2",
             version_id,
@@ -417,6 +427,7 @@ impl Store {
     /// Deletes several requests of a version, all or none: an id that is
     /// not there is `NotFound` naming it, and nothing is deleted.
     pub async fn delete_requests(&self, version_id: Uuid, ids: &[Uuid]) -> Result<()> {
+        self.requests_written().await;
         let mut connection = self.connection().await?;
         let mut tx = connection.begin().await?;
         let deleted = sqlx::query_scalar!(
@@ -440,8 +451,10 @@ impl Store {
     /// passed at `now`, oldest expiry first; returns how many. Requests
     /// still pending or being processed never expire. Rows another
     /// transaction holds are skipped (the next sweep takes them), so sweeps
-    /// of several processes do not wait on each other.
+    /// of several processes do not wait on each other. Records still queued
+    /// are written first, so that a sweep treats them as the others.
     pub async fn delete_expired_requests(&self, now: DateTime<Utc>, limit: i64) -> Result<u64> {
+        self.requests_written().await;
         let deleted = sqlx::query!(
             "DELETE FROM deployment_requests WHERE id IN (
                  SELECT id FROM deployment_requests
@@ -458,10 +471,6 @@ impl Store {
     }
 }
 
-/// Records of finished requests, inserted together (see
-/// [`Store::record_request`]).
-pub(crate) struct RecordRequests;
-
 /// A request as it is recorded: its data as JSON text (or not kept).
 pub(crate) struct RecordRow {
     new: NewRequest,
@@ -473,30 +482,32 @@ pub(crate) struct RecordRow {
     expires_at: DateTime<Utc>,
 }
 
-impl Lookup for RecordRequests {
-    type Key = RecordRow;
-    type Row = ();
+impl RecordRow {
+    /// The bytes of request data and result it holds.
+    pub(crate) fn data_bytes(&self) -> usize {
+        let length = |text: &Option<String>| text.as_ref().map_or(0, String::len);
+        length(&self.request_data) + length(&self.result)
+    }
+}
 
-    async fn fetch(conn: &mut PgConnection, rows: &[RecordRow]) -> Result<Vec<Keyed<()>>> {
-        match insert_records(&mut *conn, rows).await {
-            Ok(()) => {}
-            // One version deleted meanwhile fails the statement for all:
-            // the others go in one by one, and its requests are dropped.
-            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() && rows.len() > 1 => {
-                for row in rows.chunks(1) {
-                    match insert_records(&mut *conn, row).await {
-                        Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {}
-                        other => other?,
-                    }
+/// Inserts the records of finished requests (see `crate::record_writer`).
+/// One version deleted meanwhile fails the statement for all: the others
+/// then go in one by one, and its requests are dropped.
+pub(crate) async fn write_records(conn: &mut PgConnection, rows: &[RecordRow]) -> Result<()> {
+    match insert_records(&mut *conn, rows).await {
+        Ok(()) => {}
+        Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() && rows.len() > 1 => {
+            for row in rows.chunks(1) {
+                match insert_records(&mut *conn, row).await {
+                    Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {}
+                    other => other?,
                 }
             }
-            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {}
-            Err(error) => return Err(error.into()),
         }
-        Ok((0..rows.len() as i64)
-            .map(|key_index| Keyed { key_index, row: () })
-            .collect())
+        Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {}
+        Err(error) => return Err(error.into()),
     }
+    Ok(())
 }
 
 /// Commits without waiting for the WAL flush (`synchronous_commit` off for

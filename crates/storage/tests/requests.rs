@@ -801,6 +801,79 @@ async fn requests_recorded_together_are_kept_when_one_version_is_gone() {
     assert_eq!(count(&store).await, 20);
 }
 
+#[tokio::test]
+async fn a_recorded_request_is_read_back_at_once_through_the_same_store() {
+    let (store, target) = setup().await;
+    // Each read right after its record: the read waits for the record's
+    // write rather than for the writer's linger.
+    for i in 0..20 {
+        let new = request(target, i);
+        store.record_request(new.clone()).await.unwrap();
+        let stored = store.get_request(target.version_id, new.id).await.unwrap();
+        assert_eq!(stored.id, new.id);
+    }
+    let listed = listed(&store, RequestScope::Version(target.version_id), &[]).await;
+    assert_eq!(listed.len(), 20);
+}
+
+#[tokio::test]
+async fn records_still_queued_when_the_store_closes_are_written() {
+    let (test, target) = setup().await;
+    let requests: Vec<NewRequest> = (0..300).map(|i| request(target, i)).collect();
+    let recorded =
+        futures::future::join_all(requests.iter().map(|new| test.record_request(new.clone())))
+            .await;
+    assert!(recorded.iter().all(Result::is_ok), "{recorded:?}");
+    test.store.close().await;
+    let reopened = test.reopen().await;
+    assert_eq!(count(&reopened).await, 300);
+    let ids: Vec<Uuid> = requests.iter().map(|new| new.id).collect();
+    let stored = reopened
+        .get_requests(target.version_id, &ids)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 300);
+}
+
+#[tokio::test]
+async fn a_record_the_database_refuses_is_written_once_it_accepts_again() {
+    let (store, target) = setup().await;
+    let refuse = "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+                      $$ BEGIN RAISE EXCEPTION 'not now'; END $$;
+                  CREATE TRIGGER refuse BEFORE INSERT ON deployment_requests
+                      EXECUTE FUNCTION refuse()";
+    sqlx::raw_sql(refuse).execute(store.pool()).await.unwrap();
+    let new = request(target, 0);
+    store.record_request(new.clone()).await.unwrap();
+    // The read does not hang on a write that fails: it reads what is there.
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.get_request(target.version_id, new.id),
+    )
+    .await
+    .expect("a read while records cannot be written still answers");
+    assert!(
+        matches!(refused, Err(StorageError::NotFound(_))),
+        "{refused:?}"
+    );
+    sqlx::raw_sql("DROP TRIGGER refuse ON deployment_requests")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    // The writer retries with growing waits: the record arrives within them.
+    let began = std::time::Instant::now();
+    loop {
+        match store.get_request(target.version_id, new.id).await {
+            Ok(stored) => break assert_eq!(stored.id, new.id),
+            Err(StorageError::NotFound(_)) if began.elapsed().as_secs() < 20 => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(error) => panic!("the refused record never arrived: {error:?}"),
+        }
+    }
+    assert_eq!(count(&store).await, 1);
+}
+
 /// Deletes version `name` of deployment `d`.
 async fn delete_version(store: &Store, target: Target, name: &str) {
     let deployment = DeploymentRef {
@@ -815,6 +888,7 @@ async fn delete_version(store: &Store, target: Target, name: &str) {
 }
 
 async fn count(store: &Store) -> i64 {
+    store.requests_written().await;
     sqlx::query_scalar("SELECT count(*) FROM deployment_requests")
         .fetch_one(store.pool())
         .await
@@ -822,6 +896,7 @@ async fn count(store: &Store) -> i64 {
 }
 
 async fn expires_at(store: &Store, id: Uuid) -> Option<DateTime<Utc>> {
+    store.requests_written().await;
     sqlx::query_scalar("SELECT expires_at FROM deployment_requests WHERE id = $1")
         .bind(id)
         .fetch_optional(store.pool())

@@ -58,6 +58,16 @@ impl Drop for TestStore {
     }
 }
 
+impl TestStore {
+    /// Another store on this test's database, as a restarted server opens.
+    #[allow(dead_code)] // The queue tests do not reopen.
+    pub async fn reopen(&self) -> Store {
+        Store::connect(options(&self.admin_url, &self.name), 4)
+            .await
+            .expect("connect the store again")
+    }
+}
+
 /// A store on a new database with every migration applied.
 pub async fn fresh_store() -> TestStore {
     let server = SERVER.get_or_init(|| {
