@@ -201,7 +201,12 @@ impl Pools {
             }
             _ => {}
         }
-        generation.release(&self.runtime, instance, healthy);
+        if generation.release(&self.runtime, instance, healthy) {
+            // The next request has the instance but runs only once this task
+            // yields: let it send its call before this one answers its
+            // caller, so the instance does not idle meanwhile.
+            tokio::task::yield_now().await;
+        }
         Ok(outcome)
     }
 
@@ -461,7 +466,7 @@ impl Generation {
                         &format!("Instance started in {:.2} s", began.elapsed().as_secs_f64()),
                     );
                     if let Err(Ok(instance)) = delivery.send(Ok(instance)) {
-                        generation.release(&runtime, instance, true);
+                        let _ = generation.release(&runtime, instance, true);
                     }
                 }
                 Err(reason) => {
@@ -495,24 +500,25 @@ impl Generation {
         }
     }
 
-    /// Takes an instance back after a request: to the next waiting request,
-    /// or idle. A broken one, or one of a retired generation that nobody
-    /// waits for, is stopped; a broken one is replaced when requests wait.
+    /// Takes an instance back after a request: to the next waiting request
+    /// (then true), or idle. A broken one, or one of a retired generation
+    /// that nobody waits for, is stopped; a broken one is replaced when
+    /// requests wait.
     fn release(
         self: &Arc<Self>,
         runtime: &Arc<dyn Runtime>,
         instance: Box<dyn Running>,
         healthy: bool,
-    ) {
+    ) -> bool {
         let mut state = self.state();
         if healthy {
             let mut instance = instance;
             while let Some(delivery) = state.next_waiting() {
                 match delivery.send(Ok(instance)) {
-                    Ok(()) => return,
+                    Ok(()) => return true,
                     // That request gave up: the next one.
                     Err(Ok(back)) => instance = back,
-                    Err(Err(_)) => return,
+                    Err(Err(_)) => return false,
                 }
             }
             if !state.retired {
@@ -520,13 +526,13 @@ impl Generation {
                     instance,
                     since: Instant::now(),
                 });
-                return;
+                return false;
             }
             state.alive -= 1;
             drop(state);
             self.note(Level::Info, RETIRED);
             tokio::spawn(instance.stop());
-            return;
+            return false;
         }
         state.alive -= 1;
         if state.alive < self.scaling().maximum.max(1) {
@@ -537,6 +543,7 @@ impl Generation {
         }
         drop(state);
         tokio::spawn(instance.stop());
+        false
     }
 
     /// Stops what idled too long (the longest idle first, down to the
