@@ -68,6 +68,18 @@ async fn a_change_through_one_server_reaches_requests_on_the_other() {
         .await;
     assert_eq!(word(&b).await, Ok("unset".to_owned()));
 
+    // Its record is written behind the answer: the other server finds it
+    // once the write commits, moments later.
+    let (status, answered) = b.post(REQUESTS, json!("hi")).await;
+    assert_eq!(status, StatusCode::OK, "{answered}");
+    let stored = format!("{REQUESTS}/{}", answered["id"].as_str().unwrap());
+    wait_for(
+        "a finding the request b answered",
+        Duration::from_secs(2),
+        || async { (a.get(&stored).await.0 == StatusCode::OK).then_some(()) },
+    )
+    .await;
+
     // Made through a; b has kept the version and must hear of it.
     let id = set_word(&a, None, "one").await;
     until_word(&b, Ok("one"), "b serving the variable set through a").await;
