@@ -57,8 +57,7 @@ const RETRY_MOST: Duration = Duration::from_secs(5);
 /// is dropped the task writes what is queued and ends.
 #[derive(Clone)]
 pub(crate) struct RecordWriter {
-    shared: Arc<Shared>,
-    _open: Arc<Open>,
+    open: Arc<Open>,
 }
 
 struct Shared {
@@ -118,14 +117,17 @@ impl RecordWriter {
         let task = tokio::spawn(write_queue(shared.clone(), connections));
         *lock(&shared.task) = Some(task);
         Self {
-            _open: Arc::new(Open(shared.clone())),
-            shared,
+            open: Arc::new(Open(shared)),
         }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.open.0
     }
 
     /// Queues `record`; waits only while the queue is full.
     pub(crate) async fn record(&self, record: RecordRow) -> Result<()> {
-        let shared = &self.shared;
+        let shared = self.shared();
         if shared.closed.load(Ordering::SeqCst) {
             return Err(StorageError::Unavailable(sqlx::Error::PoolClosed));
         }
@@ -155,7 +157,7 @@ impl RecordWriter {
     /// attempt to write failed meanwhile (the caller's own query will then
     /// meet the same database).
     pub(crate) async fn written(&self) {
-        let shared = &self.shared;
+        let shared = self.shared();
         let target = lock(&shared.queue).queued;
         let mut progress = shared.progress.subscribe();
         let failures = {
@@ -175,7 +177,7 @@ impl RecordWriter {
     /// Writes what is queued and stops the task, waiting at most `patience`
     /// (the database may be gone); says how many records were lost.
     pub(crate) async fn finish(&self, patience: Duration) {
-        let shared = &self.shared;
+        let shared = self.shared();
         shared.close();
         let Some(task) = lock(&shared.task).take() else {
             return;
@@ -224,7 +226,6 @@ async fn write_queue(shared: Arc<Shared>, connections: Connections) {
         let (records, through) = take_statement(&shared);
         write_until_done(&shared, &connections, &records).await;
         let count = records.len();
-        drop(records);
         shared
             .progress
             .send_modify(|progress| progress.written = through);
