@@ -133,7 +133,7 @@ impl Serving {
     pub async fn direct(&self, request: DirectRequest) -> Result<Answer, NotServed> {
         let target = &request.target;
         let revision = serving_revision(target)?;
-        let id = Uuid::new_v4();
+        let id = ubiops_domain::requests::new_request_id();
         let time_created = Utc::now();
         let call = Call {
             request_id: id,

@@ -169,7 +169,11 @@ impl Store {
                 batch.version_name, batch.queue_limit
             )));
         }
-        let ids: Vec<Uuid> = batch.inputs.iter().map(|_| Uuid::new_v4()).collect();
+        let ids: Vec<Uuid> = batch
+            .inputs
+            .iter()
+            .map(|_| ubiops_domain::requests::new_request_id())
+            .collect();
         // Sent as JSON text and cast to `json`: sqlx sends a JSON value as
         // `jsonb`, which cannot hold `\u0000`.
         let data: Vec<String> = batch.inputs.iter().map(Value::to_string).collect();
