@@ -2,9 +2,9 @@
 //! trip at steady state.
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use parking_lot::RwLock;
 use ubiops_domain::token::TokenHash;
 
 use crate::auth::Principal;
@@ -48,7 +48,7 @@ impl TokenCache {
 
     /// The principal of a token verified less than `ttl` ago.
     pub(crate) fn get(&self, hash: &TokenHash) -> Option<Principal> {
-        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        let entries = self.entries.read();
         entries
             .get(hash)
             .filter(|verified| verified.at.elapsed() < self.ttl)
@@ -60,7 +60,7 @@ impl TokenCache {
         if self.ttl.is_zero() {
             return;
         }
-        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = self.entries.write();
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, verified| verified.at.elapsed() < self.ttl);
             if entries.len() >= MAX_ENTRIES {
@@ -73,7 +73,7 @@ impl TokenCache {
 
     /// Forgets a token the database no longer accepts.
     pub(crate) fn remove(&self, hash: &TokenHash) {
-        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = self.entries.write();
         entries.remove(hash);
     }
 }
@@ -121,6 +121,6 @@ mod tests {
             hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
             cache.insert(hash, principal("a@example.com"));
         }
-        assert!(cache.entries.read().unwrap().len() <= MAX_ENTRIES);
+        assert!(cache.entries.read().len() <= MAX_ENTRIES);
     }
 }

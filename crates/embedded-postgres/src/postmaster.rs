@@ -4,11 +4,12 @@
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use parking_lot::{Condvar, Mutex};
 
 /// The postmaster, spawned and reaped by a dedicated thread.
 ///
@@ -48,7 +49,7 @@ impl Postmaster {
                 // `signal` can never hit a recycled pid.
                 wait_without_reaping(pid);
                 let (state, exited) = &*thread_exit;
-                let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut state = state.lock();
                 *state = Some(match child.wait() {
                     Ok(status) => status.to_string(),
                     Err(e) => format!("status unknown: {e}"),
@@ -62,15 +63,11 @@ impl Postmaster {
     }
 
     pub(crate) fn exit_status(&self) -> Option<String> {
-        self.exit
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.exit.0.lock().clone()
     }
 
     pub(crate) fn signal(&self, signal: Signal) {
-        let state = self.exit.0.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.exit.0.lock();
         if state.is_none() {
             let _ = kill(Pid::from_raw(self.pid), signal);
         }
@@ -78,10 +75,8 @@ impl Postmaster {
 
     pub(crate) fn wait_blocking(&self, timeout: Duration) -> Option<String> {
         let (state, exited) = &*self.exit;
-        let state = state.lock().unwrap_or_else(|e| e.into_inner());
-        let (state, _) = exited
-            .wait_timeout_while(state, timeout, |s| s.is_none())
-            .unwrap_or_else(|e| e.into_inner());
+        let mut state = state.lock();
+        exited.wait_while_for(&mut state, |s| s.is_none(), timeout);
         state.clone()
     }
 

@@ -5,9 +5,10 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -348,7 +349,7 @@ impl Instance {
             }
         };
         self.in_flight = Some(call.request_id);
-        pump::lock(&self.shared).current = Some(call.request_id);
+        self.shared.lock().current = Some(call.request_id);
         let outcome =
             match tokio::time::timeout(timeout, self.exchange(call.request_id, &frame)).await {
                 Ok(outcome) => outcome,
@@ -363,7 +364,7 @@ impl Instance {
         if matches!(outcome, CallOutcome::TimedOut) {
             self.await_death(KILL_WAIT).await;
         }
-        pump::lock(&self.shared).current = None;
+        self.shared.lock().current = None;
         self.in_flight = None;
         outcome
     }

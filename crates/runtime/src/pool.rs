@@ -16,13 +16,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::panic::AssertUnwindSafe;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use parking_lot::Mutex;
 use tokio::sync::{oneshot, OnceCell};
 use uuid::Uuid;
 
@@ -236,7 +237,7 @@ impl Pools {
         prepare: impl FnOnce() -> BoxFuture<'static, Result<Blueprint, String>>,
     ) -> Result<Arc<Generation>, String> {
         let generation = self.generation(version, fingerprint, scaling);
-        if let Some(reason) = recent(&lock(&generation.prepare_failure)) {
+        if let Some(reason) = recent(&generation.prepare_failure.lock()) {
             return Err(reason);
         }
         let prepared = generation
@@ -244,7 +245,7 @@ impl Pools {
             .get_or_try_init(|| async { prepare().await.map(Arc::new) })
             .await;
         if let Err(reason) = prepared {
-            *lock(&generation.prepare_failure) = Some((Instant::now(), reason.clone()));
+            *generation.prepare_failure.lock() = Some((Instant::now(), reason.clone()));
             return Err(reason);
         }
         Ok(generation)
@@ -258,10 +259,10 @@ impl Pools {
         fingerprint: Fingerprint,
         scaling: Scaling,
     ) -> Arc<Generation> {
-        let mut versions = lock(&self.versions);
+        let mut versions = self.versions.lock();
         if let Some(current) = versions.get(&version) {
             if current.fingerprint == fingerprint {
-                *lock(&current.scaling) = scaling;
+                *current.scaling.lock() = scaling;
                 return current.clone();
             }
         }
@@ -277,14 +278,14 @@ impl Pools {
             generation.note(Level::Info, RETIRED);
             tokio::spawn(instance.stop());
         }
-        lock(&self.draining).push(generation);
+        self.draining.lock().push(generation);
     }
 
     /// Retires the instances of versions that no longer serve (deleted, or
     /// without an active revision): `serving` says which still do.
     pub fn retain(&self, serving: impl Fn(Uuid) -> bool) {
         let retired: Vec<_> = {
-            let mut versions = lock(&self.versions);
+            let mut versions = self.versions.lock();
             let gone: Vec<Uuid> = versions
                 .keys()
                 .copied()
@@ -300,29 +301,32 @@ impl Pools {
     /// Stops instances idle for too long and starts the minimum: run
     /// periodically. Generations done draining are dropped.
     pub fn tend(&self) {
-        let current: Vec<_> = lock(&self.versions).values().cloned().collect();
+        let current: Vec<_> = self.versions.lock().values().cloned().collect();
         for generation in current {
             generation.tend(&self.runtime);
         }
-        lock(&self.draining).retain(|generation| !generation.drained());
+        self.draining
+            .lock()
+            .retain(|generation| !generation.drained());
     }
 
     /// Instances alive per version, for status and tests.
     pub fn alive(&self, version: Uuid) -> usize {
-        lock(&self.versions)
+        self.versions
+            .lock()
             .get(&version)
-            .map(|generation| generation.state().alive)
+            .map(|generation| generation.state.lock().alive)
             .unwrap_or(0)
     }
 
     /// Stops every idle instance, and the busy ones as their requests
     /// finish: for shutdown, once no new requests come.
     pub async fn stop_all(&self) {
-        let all: Vec<_> = lock(&self.versions).drain().map(|(_, g)| g).collect();
+        let all: Vec<_> = self.versions.lock().drain().map(|(_, g)| g).collect();
         let mut stopping = Vec::new();
         for generation in all {
             stopping.extend(generation.retire());
-            lock(&self.draining).push(generation);
+            self.draining.lock().push(generation);
         }
         futures::future::join_all(stopping.into_iter().map(|instance| instance.stop())).await;
     }
@@ -383,12 +387,8 @@ impl Generation {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
-    }
-
     fn scaling(&self) -> Scaling {
-        *lock(&self.scaling)
+        *self.scaling.lock()
     }
 
     /// An idle instance, a new one, or the next one freed.
@@ -400,7 +400,7 @@ impl Generation {
     ) -> Result<Box<dyn Running>, Refused> {
         let scaling = self.scaling();
         let receiver = {
-            let mut state = self.state();
+            let mut state = self.state.lock();
             if let Some(reason) = recent(&state.last_start_failure) {
                 return Err(Refused::Unstartable(reason));
             }
@@ -444,7 +444,7 @@ impl Generation {
         let (generation, runtime) = (self.clone(), runtime.clone());
         let Some(blueprint) = self.blueprint.get().cloned() else {
             // Only called once the blueprint is made.
-            self.state().alive -= 1;
+            self.state.lock().alive -= 1;
             let _ = delivery.send(Err("the version's instances are not prepared".to_owned()));
             return;
         };
@@ -485,7 +485,7 @@ impl Generation {
     /// same way.
     fn start_failed(&self, reason: &str) {
         let waiting: Vec<_> = {
-            let mut state = self.state();
+            let mut state = self.state.lock();
             state.alive -= 1;
             state.last_start_failure = Some((Instant::now(), reason.to_owned()));
             let State {
@@ -510,7 +510,7 @@ impl Generation {
         instance: Box<dyn Running>,
         healthy: bool,
     ) -> bool {
-        let mut state = self.state();
+        let mut state = self.state.lock();
         if healthy {
             let mut instance = instance;
             while let Some(delivery) = state.next_waiting() {
@@ -550,7 +550,7 @@ impl Generation {
     /// minimum) and starts instances up to the minimum.
     fn tend(self: &Arc<Self>, runtime: &Arc<dyn Runtime>) {
         let scaling = self.scaling();
-        let mut state = self.state();
+        let mut state = self.state.lock();
         let mut stopping = Vec::new();
         // `idle` is in the order instances came back, and requests take the
         // newest: the oldest are the ones at the front.
@@ -589,24 +589,16 @@ impl Generation {
     /// ones stop when their request is done (or serve the requests that
     /// were already waiting for them).
     fn retire(&self) -> Vec<Box<dyn Running>> {
-        let mut state = self.state();
+        let mut state = self.state.lock();
         state.retired = true;
         state.alive -= state.idle.len();
         state.idle.drain(..).map(|idle| idle.instance).collect()
     }
 
     fn drained(&self) -> bool {
-        let state = self.state();
+        let state = self.state.lock();
         state.retired && state.alive == 0
     }
-}
-
-/// A poisoned lock only means a panic elsewhere; the state it guards is
-/// updated in single steps and stays consistent.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

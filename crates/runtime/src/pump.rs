@@ -6,9 +6,10 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::process::Child;
@@ -52,14 +53,10 @@ pub(crate) struct Shared {
     pub(crate) group: Option<i32>,
 }
 
-pub(crate) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Kills every process of the instance's process group (not what left it:
 /// [`ubiops_sandbox::Sandbox::stop_all`] gets those).
 pub(crate) fn kill_group(shared: &Mutex<Shared>) {
-    if let Some(group) = lock(shared).group {
+    if let Some(group) = shared.lock().group {
         unsafe {
             libc::killpg(group, libc::SIGKILL);
         }
@@ -154,14 +151,14 @@ impl Pump {
         // What the group still holds keeps its id in use until this kill,
         // so it cannot be another process's yet.
         kill_group(&self.shared);
-        lock(&self.shared).group = None;
+        self.shared.lock().group = None;
 
         // What it wrote before it ended is still in the pipes.
         if broken.is_none() {
             broken = self.drain_stdout().await.err();
         }
         self.drain_stderr();
-        let current = lock(&self.shared).current;
+        let current = self.shared.lock().current;
         let (logs, last_line) = (&self.logs, &mut self.last_line);
         self.lines
             .finish(&mut |line| forward(logs, last_line, current, line));
@@ -244,7 +241,7 @@ impl Pump {
 
     /// The first `n` bytes of `chunk`, read from stderr.
     fn stderr_lines(&mut self, n: usize) {
-        let current = lock(&self.shared).current;
+        let current = self.shared.lock().current;
         let (logs, last_line) = (&self.logs, &mut self.last_line);
         self.lines.push(&self.chunk[..n], &mut |line| {
             forward(logs, last_line, current, line)
@@ -252,7 +249,7 @@ impl Pump {
     }
 
     fn log(&self, level: Level, text: &str) {
-        let request_id = lock(&self.shared).current;
+        let request_id = self.shared.lock().current;
         // The runner cuts its lines already; this holds whatever it sends.
         let mut rest = text;
         loop {

@@ -21,9 +21,10 @@
 //!   than filling the memory.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -115,7 +116,7 @@ impl RecordWriter {
             task: Mutex::new(None),
         });
         let task = tokio::spawn(write_queue(shared.clone(), connections));
-        *lock(&shared.task) = Some(task);
+        *shared.task.lock() = Some(task);
         Self {
             open: Arc::new(Open(shared)),
         }
@@ -138,7 +139,7 @@ impl RecordWriter {
             .map_err(|_| StorageError::Unavailable(sqlx::Error::PoolClosed))?;
         // Given back by the task once the record is written.
         room.forget();
-        let mut queue = lock(&shared.queue);
+        let mut queue = shared.queue.lock();
         queue.records.push(record);
         queue.queued += 1;
         let length = queue.records.len();
@@ -158,7 +159,7 @@ impl RecordWriter {
     /// meet the same database).
     pub(crate) async fn written(&self) {
         let shared = self.shared();
-        let target = lock(&shared.queue).queued;
+        let target = shared.queue.lock().queued;
         let mut progress = shared.progress.subscribe();
         let failures = {
             let now = progress.borrow();
@@ -179,13 +180,13 @@ impl RecordWriter {
     pub(crate) async fn finish(&self, patience: Duration) {
         let shared = self.shared();
         shared.close();
-        let Some(task) = lock(&shared.task).take() else {
+        let Some(task) = shared.task.lock().take() else {
             return;
         };
         let abort = task.abort_handle();
         if tokio::time::timeout(patience, task).await.is_err() {
             abort.abort();
-            let lost = lock(&shared.queue).records.len();
+            let lost = shared.queue.lock().records.len();
             tracing::error!(
                 lost,
                 "the records of finished requests could not be written before the server stopped"
@@ -207,7 +208,7 @@ impl Shared {
 async fn write_queue(shared: Arc<Shared>, connections: Connections) {
     loop {
         loop {
-            let empty = lock(&shared.queue).records.is_empty();
+            let empty = shared.queue.lock().records.is_empty();
             let closed = shared.closed.load(Ordering::SeqCst);
             match (empty, closed) {
                 (true, true) => return,
@@ -218,7 +219,7 @@ async fn write_queue(shared: Arc<Shared>, connections: Connections) {
         let hurry = |shared: &Shared| {
             shared.urgent.load(Ordering::SeqCst)
                 || shared.closed.load(Ordering::SeqCst)
-                || lock(&shared.queue).records.len() >= ENOUGH_ROWS
+                || shared.queue.lock().records.len() >= ENOUGH_ROWS
         };
         if !hurry(&shared) {
             let _ = tokio::time::timeout(LINGER, shared.hurry.notified()).await;
@@ -236,7 +237,7 @@ async fn write_queue(shared: Arc<Shared>, connections: Connections) {
 /// The oldest queued records, up to a statement's worth, and the sequence
 /// number of the last of them.
 fn take_statement(shared: &Shared) -> (Vec<RecordRow>, u64) {
-    let mut queue = lock(&shared.queue);
+    let mut queue = shared.queue.lock();
     let mut bytes = 0;
     let count = queue
         .records
@@ -275,12 +276,4 @@ async fn write_until_done(shared: &Shared, connections: &Connections, records: &
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(RETRY_MOST);
     }
-}
-
-/// A poisoned lock only means a panic elsewhere; the queue is changed in
-/// single steps and stays consistent.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

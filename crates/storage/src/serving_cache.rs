@@ -15,9 +15,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
@@ -46,7 +46,7 @@ impl ServingCache {
     /// The target kept for `key` in the current generation.
     pub(crate) fn get(&self, key: &Key) -> Option<ServingTarget> {
         let generation = self.current()?;
-        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let targets = self.targets.lock();
         targets
             .get(key)
             .filter(|(kept_in, _)| *kept_in == generation)
@@ -65,7 +65,7 @@ impl ServingCache {
     /// Keeps `target`, read by a query that began in `generation`, unless a
     /// change came since.
     pub(crate) fn keep(&self, key: Key, generation: u64, target: &ServingTarget) {
-        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut targets = self.targets.lock();
         // Checked under the lock, which `changed` takes after bumping.
         if self.current() != Some(generation) {
             return;
@@ -80,10 +80,7 @@ impl ServingCache {
     /// used again.
     pub(crate) fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.targets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.targets.lock().clear();
     }
 
     fn set_following(&self, following: bool) {

@@ -202,7 +202,7 @@ async fn a_new_fingerprint_replaces_the_instances_after_their_requests() {
     assert_eq!(counts.stopped.load(Ordering::SeqCst), 1);
     assert_eq!(pools.alive(VERSION), 1);
     pools.tend();
-    assert!(lock(&pools.draining).is_empty());
+    assert!(pools.draining.lock().is_empty());
 }
 
 #[tokio::test]

@@ -11,10 +11,11 @@
 //! the requests of claims whose lease ran out: a server or instance gone.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -145,14 +146,6 @@ impl Serving {
 }
 
 impl QueueWorker {
-    fn loops(&self) -> MutexGuard<'_, HashMap<Uuid, usize>> {
-        lock(&self.loops)
-    }
-
-    fn claims(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<Option<Stop>>>> {
-        lock(&self.claims)
-    }
-
     /// Starts claim loops for the versions with a queue, up to each one's
     /// `maximum_instances` on this server.
     async fn start_loops(self: &Arc<Self>, loops: &mut JoinSet<()>, stop: &watch::Receiver<bool>) {
@@ -175,7 +168,7 @@ impl QueueWorker {
                     continue;
                 }
             };
-            let running = self.loops().get(&id).copied().unwrap_or(0);
+            let running = self.loops.lock().get(&id).copied().unwrap_or(0);
             let version = QueuedVersion {
                 id,
                 project,
@@ -183,7 +176,7 @@ impl QueueWorker {
                 version,
             };
             for _ in running..maximum {
-                *self.loops().entry(id).or_default() += 1;
+                *self.loops.lock().entry(id).or_default() += 1;
                 loops.spawn(self.clone().drain(version.clone(), stop.clone()));
             }
         }
@@ -217,7 +210,7 @@ impl QueueWorker {
     /// Runs a claimed request and records how it ended.
     async fn process(&self, version: &QueuedVersion, claimed: Claimed) {
         let (stop, stopped) = watch::channel(None);
-        self.claims().insert(claimed.claim.clone(), stop);
+        self.claims.lock().insert(claimed.claim.clone(), stop);
         let ending = {
             // Renewed only while it runs, panics included: a claim left
             // behind would hold its request forever.
@@ -361,7 +354,7 @@ impl QueueWorker {
                 _ = tick.tick() => {}
                 _ = cancelled.notified() => {}
             }
-            let claims: Vec<String> = self.claims().keys().cloned().collect();
+            let claims: Vec<String> = self.claims.lock().keys().cloned().collect();
             if claims.is_empty() {
                 renewed = Instant::now();
                 continue;
@@ -374,7 +367,7 @@ impl QueueWorker {
             {
                 Ok(holds) => {
                     renewed = Instant::now();
-                    let in_flight = self.claims();
+                    let in_flight = self.claims.lock();
                     for (claim, hold) in claims.iter().zip(holds) {
                         let stop = match hold {
                             Hold::Held => continue,
@@ -389,7 +382,7 @@ impl QueueWorker {
                 Err(error) => {
                     tracing::warn!(%error, "could not renew the leases of batch requests in flight");
                     if renewed.elapsed() >= lease {
-                        for switch in self.claims().values() {
+                        for switch in self.claims.lock().values() {
                             switch.send_replace(Some(Stop::Lost));
                         }
                     }
@@ -443,7 +436,7 @@ struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.worker.claims().remove(self.claim);
+        self.worker.claims.lock().remove(self.claim);
     }
 }
 
@@ -455,7 +448,7 @@ struct LoopCount<'a> {
 
 impl Drop for LoopCount<'_> {
     fn drop(&mut self) {
-        let mut loops = self.worker.loops();
+        let mut loops = self.worker.loops.lock();
         if let Some(count) = loops.get_mut(&self.version) {
             *count -= 1;
             if *count == 0 {
@@ -463,10 +456,4 @@ impl Drop for LoopCount<'_> {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
