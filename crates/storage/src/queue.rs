@@ -17,7 +17,7 @@ use ubiops_domain::requests::RequestStatus;
 use uuid::Uuid;
 
 use crate::error::corrupt;
-use crate::requests::request_not_found;
+use crate::requests::{request_not_found, stored_request, StoredRequest};
 use crate::versions::version_not_found;
 use crate::{Result, StorageError, Store};
 
@@ -314,8 +314,9 @@ impl Store {
     /// Cancels a request of a version: a pending one at once, a processing
     /// one once its worker lets go (`cancelled_pending` until then). A
     /// finished one (a direct request's record queued included) is refused.
-    /// Returns the status it now has.
-    pub async fn cancel_request(&self, version_id: Uuid, id: Uuid) -> Result<RequestStatus> {
+    /// Returns the request as the cancel left it: a worker that lets go at
+    /// once does not turn the answer's `cancelled_pending` into `cancelled`.
+    pub async fn cancel_request(&self, version_id: Uuid, id: Uuid) -> Result<StoredRequest> {
         self.requests_written().await;
         let mut connection = self.connection().await?;
         let mut tx = connection.begin().await?;
@@ -329,11 +330,8 @@ impl Store {
         .ok_or_else(request_not_found)?;
         let status =
             RequestStatus::parse(&status).ok_or_else(|| corrupt("request status", &status, id))?;
-        let now = match status {
-            RequestStatus::Pending => {
-                cancel(&mut tx, id).await?;
-                RequestStatus::Cancelled
-            }
+        match status {
+            RequestStatus::Pending => cancel(&mut tx, id).await?,
             RequestStatus::Processing => {
                 sqlx::query!(
                     "UPDATE deployment_requests SET status = 'cancelled_pending' WHERE id = $1",
@@ -344,9 +342,8 @@ impl Store {
                 sqlx::query!("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, id.to_string())
                     .execute(&mut *tx)
                     .await?;
-                RequestStatus::CancelledPending
             }
-            RequestStatus::CancelledPending => RequestStatus::CancelledPending,
+            RequestStatus::CancelledPending => {}
             finished => {
                 return Err(StorageError::Rejected(format!(
                     "The request has already finished (its status is '{}'): only pending or \
@@ -354,9 +351,10 @@ impl Store {
                     finished.as_str()
                 )))
             }
-        };
+        }
+        let request = stored_request(&mut tx, version_id, id).await?;
         tx.commit().await?;
-        Ok(now)
+        Ok(request)
     }
 
     /// Settles up to `limit` requests whose claim's lease ran out, and

@@ -319,11 +319,7 @@ impl Store {
 
     pub async fn get_request(&self, version_id: Uuid, id: Uuid) -> Result<StoredRequest> {
         self.requests_written().await;
-        query_stored!("r.id = $2", version_id, id)
-            .fetch_optional(&mut *self.connection().await?)
-            .await?
-            .ok_or_else(request_not_found)?
-            .try_into()
+        stored_request(&mut *self.connection().await?, version_id, id).await
     }
 
     /// Several requests of a version, in no particular order; all or none:
@@ -493,6 +489,20 @@ impl RecordRow {
 /// Inserts the records of finished requests (see `crate::record_writer`).
 /// One version deleted meanwhile fails the statement for all: the others
 /// then go in one by one, and its requests are dropped.
+/// One request of a version as `conn` sees it: within a transaction, as
+/// the transaction left it.
+pub(crate) async fn stored_request(
+    conn: &mut PgConnection,
+    version_id: Uuid,
+    id: Uuid,
+) -> Result<StoredRequest> {
+    query_stored!("r.id = $2", version_id, id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(request_not_found)?
+        .try_into()
+}
+
 pub(crate) async fn write_records(conn: &mut PgConnection, rows: &[RecordRow]) -> Result<()> {
     match insert_records(&mut *conn, rows).await {
         Ok(()) => {}

@@ -342,14 +342,16 @@ async fn cancel_ends_a_pending_request_and_marks_a_processing_one() {
         store
             .cancel_request(target.version_id, queued[1].id)
             .await
-            .unwrap(),
+            .unwrap()
+            .status,
         RequestStatus::Cancelled
     );
     assert_eq!(
         store
             .cancel_request(target.version_id, queued[0].id)
             .await
-            .unwrap(),
+            .unwrap()
+            .status,
         RequestStatus::CancelledPending
     );
     assert_eq!(

@@ -398,8 +398,7 @@ async fn update(
     update.check()?;
     let version = version_id(state, path).await?;
     let RequestId(id) = id?;
-    state.store.cancel_request(version, id).await?;
-    let request = state.store.get_request(version, id).await?;
+    let request = state.store.cancel_request(version, id).await?;
     Ok(Json(RequestDetail::new(request, false)))
 }
 
