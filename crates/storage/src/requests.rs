@@ -486,9 +486,6 @@ impl RecordRow {
     }
 }
 
-/// Inserts the records of finished requests (see `crate::record_writer`).
-/// One version deleted meanwhile fails the statement for all: the others
-/// then go in one by one, and its requests are dropped.
 /// One request of a version as `conn` sees it: within a transaction, as
 /// the transaction left it.
 pub(crate) async fn stored_request(
@@ -503,6 +500,9 @@ pub(crate) async fn stored_request(
         .try_into()
 }
 
+/// Inserts the records of finished requests (see `crate::record_writer`).
+/// One version deleted meanwhile fails the statement for all: the others
+/// then go in one by one, and its requests are dropped.
 pub(crate) async fn write_records(conn: &mut PgConnection, rows: &[RecordRow]) -> Result<()> {
     match insert_records(&mut *conn, rows).await {
         Ok(()) => {}
